@@ -1,0 +1,295 @@
+"""The typed configuration of a run: data, modalities, model (encoders, fusion, tasks), training.
+
+A config is loaded from YAML or JSON, validated before any work starts, and saved resolved
+(with the statistics fitted on the training split filled in) beside every trained model, so
+that `config.json` alone rebuilds the model's architecture and preprocessing.
+
+Components are named by `type` and looked up in a registry; their other keys are the keyword
+options of the registered builder, type-checked against its signature::
+
+    model:
+      fusion: {type: perceiver, latents: 16}
+      tasks:
+        scene: {type: classification, target: scene_class}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from omnifuse.errors import ConfigError
+from omnifuse.registry import ENCODERS, FUSIONS, TASKS, Registry, _load_builtins, closest
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Component(BaseModel):
+    """A registered component: `type` names the builder, other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# ---------------------------------------------------------------------------- modalities
+
+
+class ImageConfig(StrictModel):
+    """An image file per row, resized to `size` x `size` RGB."""
+
+    kind: Literal["image"] = "image"
+    column: str | None = None
+    size: int = Field(64, ge=8)
+    encoder: Component = Component(type="image_conv")
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+
+class TextConfig(StrictModel):
+    """A text value per row, as UTF-8 bytes, truncated to `max_length`."""
+
+    kind: Literal["text"] = "text"
+    column: str | None = None
+    max_length: int = Field(128, ge=1)
+    encoder: Component = Component(type="text_transformer")
+
+
+class AudioConfig(StrictModel):
+    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, log-mel spectrogram."""
+
+    kind: Literal["audio"] = "audio"
+    column: str | None = None
+    sample_rate: int = Field(16000, ge=1000)
+    max_seconds: float = Field(1.0, gt=0)
+    n_mels: int = Field(64, ge=8)
+    n_fft: int = Field(400, ge=16)
+    hop: int = Field(160, ge=1)
+    encoder: Component = Component(type="audio_conv")
+    mean: float | None = None  # log-mel statistics, fitted on the training split
+    std: float | None = None
+
+
+class TabularConfig(StrictModel):
+    """Numeric and categorical columns of the manifest, one token per column."""
+
+    kind: Literal["tabular"] = "tabular"
+    numeric: list[str] = []
+    categorical: list[str] = []
+    encoder: Component = Component(type="tabular_tokens")
+    stats: dict[str, tuple[float, float]] | None = None  # numeric column -> (mean, std)
+    categories: dict[str, list[str]] | None = None  # categorical column -> known values
+
+    @model_validator(mode="after")
+    def _has_columns(self) -> TabularConfig:
+        if not self.numeric and not self.categorical:
+            raise ValueError("a tabular modality needs numeric or categorical columns")
+        return self
+
+
+ModalityConfig = Annotated[
+    ImageConfig | TextConfig | AudioConfig | TabularConfig, Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------------------- run
+
+
+class DataConfig(StrictModel):
+    """Where samples come from: a manifest file, or a built-in dataset generated and cached."""
+
+    manifest: Path | None = None
+    dataset: Component | None = None
+    split_column: str = "split"
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # used when the manifest has no split column
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.manifest is None) == (self.dataset is None):
+            raise ValueError("set exactly one of 'manifest' and 'dataset'")
+        return self
+
+
+class ModelConfig(StrictModel):
+    dim: int = Field(64, ge=8)
+    fusion: Component = Component(type="perceiver")
+    tasks: dict[str, Component]
+
+    @model_validator(mode="after")
+    def _has_tasks(self) -> ModelConfig:
+        if not self.tasks:
+            raise ValueError("a model needs at least one task")
+        return self
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+
+class RunConfig(StrictModel):
+    version: Literal[1] = 1
+    data: DataConfig
+    modalities: dict[str, ModalityConfig]
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if not self.modalities:
+            raise ValueError("at least one modality is needed")
+        return self
+
+    def components(self) -> Iterator[tuple[str, Registry, Component]]:
+        """Every registered component with its field path."""
+        for name, modality in self.modalities.items():
+            yield f"modalities.{name}.encoder", ENCODERS, modality.encoder
+        yield "model.fusion", FUSIONS, self.model.fusion
+        for name, task in self.model.tasks.items():
+            yield f"model.tasks.{name}", TASKS, task
+
+    def check(self) -> RunConfig:
+        """Check component names and options against the registries; return self."""
+        _load_builtins()
+        for where, registry, component in self.components():
+            if component.type not in registry.names():
+                raise ConfigError(
+                    f"{where}.type: unknown {registry.kind} '{component.type}'"
+                    f"{closest(component.type, registry.names())}; "
+                    f"known: {', '.join(registry.names())}"
+                )
+            component.__pydantic_extra__ = registry.validate(
+                component.type, component.options, where
+            )
+        for name, task in self.model.tasks.items():
+            for modality in task.options.get("pair", []):
+                if modality not in self.modalities:
+                    raise ConfigError(
+                        f"model.tasks.{name}.pair: unknown modality '{modality}'"
+                        f"{closest(modality, self.modalities)}; the config defines "
+                        f"{', '.join(sorted(self.modalities))}"
+                    )
+        return self
+
+    def without_modalities(self, keep: list[str]) -> RunConfig:
+        """This config restricted to the modalities in `keep`, dropping tasks that need others."""
+        data = self.model_dump(mode="json")
+        data["modalities"] = {k: v for k, v in data["modalities"].items() if k in keep}
+        data["model"]["tasks"] = {
+            k: v for k, v in data["model"]["tasks"].items() if set(v.get("pair", [])) <= set(keep)
+        }
+        return RunConfig.model_validate(data)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Pydantic's first error as one line: `source: field.path: message`."""
+    first = error.errors()[0]
+    path, model = _walk(first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+        if model is not None:
+            message += closest(str(first["loc"][-1]), model.model_fields)
+    elif first["type"] == "union_tag_invalid":
+        tag, expected = first["ctx"]["tag"], re.findall(r"'(\w+)'", first["ctx"]["expected_tags"])
+        path += ".kind"
+        message = (
+            f"unknown modality kind '{tag}'{closest(tag, expected)}; known: {', '.join(expected)}"
+        )
+    more = len(error.errors()) - 1
+    return f"{source}: {path or '(top level)'}: {message}" + (f" (and {more} more)" if more else "")
+
+
+def _walk(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
+    """The dotted field path of an error location (without union tags), and the model that
+    holds its last field."""
+    shown: list[str] = []
+    current: Any = RunConfig
+    holder: type[BaseModel] | None = None
+    for part in loc:
+        holder = None
+        while get_origin(current) is Annotated:
+            current = get_args(current)[0]
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            holder = current
+            field = current.model_fields.get(str(part))
+            current = field.annotation if field else None
+            shown.append(str(part))
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+            shown.append(str(part))
+        elif get_origin(current) in (Union, UnionType):
+            members = {
+                m.model_fields["kind"].default: m
+                for m in get_args(current)
+                if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields
+            }
+            if part in members:  # a discriminated union's tag: not a field
+                current = members[part]
+            else:
+                current = None
+                shown.append(str(part))
+        else:
+            current = None
+            shown.append(str(part))
+    return ".".join(shown), holder
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    """Validate a config mapping; any problem becomes one ConfigError line."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+    try:
+        return config.check()
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run config from a YAML or JSON file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        line = str(error).splitlines()[0]
+        raise ConfigError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {line}"
+        ) from None
+    return parse_config(data, str(path))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")

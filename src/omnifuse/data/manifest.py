@@ -1,0 +1,118 @@
+"""Manifests: one row per sample, columns naming a file or a value per modality and target.
+
+CSV, JSON Lines and Parquet are read into a list of dicts. Relative file paths are resolved
+against the manifest's folder. Row numbers in messages count data rows from 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from omnifuse.errors import DataError
+
+SPLITS = ("train", "val", "test")
+T = TypeVar("T")
+
+
+@dataclass
+class Manifest:
+    path: Path
+    rows: list[dict[str, Any]]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def where(self, index: int) -> str:
+        """'manifest.jsonl row 3 (id 000002)': where a row stands, for messages."""
+        row_id = self.rows[index].get("id")
+        return f"{self.path.name} row {index + 1}" + (
+            f" (id {row_id})" if row_id is not None else ""
+        )
+
+    def located(self, index: int, read: Callable[[dict[str, Any]], T]) -> T:
+        """`read(row)` for one row; a DataError it raises is prefixed with where the row is."""
+        try:
+            return read(self.rows[index])
+        except DataError as error:
+            raise DataError(f"{self.where(index)}, {error}") from None
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path}: cannot read Parquet: {error}") from None
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = _read_jsonl(path)
+    elif suffix == ".csv":
+        with path.open(newline="") as file:
+            rows = [
+                {k: (v if v != "" else None) for k, v in r.items()} for r in csv.DictReader(file)
+            ]
+    else:
+        raise DataError(
+            f"{path}: unknown manifest format '{suffix}' (use .csv, .jsonl or .parquet)"
+        )
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows")
+    return Manifest(path, rows)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open() as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path.name} line {number}: not valid JSON: {error.msg}") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path.name} line {number}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def split_rows(
+    manifest: Manifest, *, column: str, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
+    """Row indices per split: from `column` when the manifest has it, else a seeded shuffle."""
+    splits: dict[str, list[int]] = {name: [] for name in SPLITS}
+    if column in manifest.rows[0]:
+        for index, row in enumerate(manifest.rows):
+            value = row.get(column)
+            if value not in SPLITS:
+                raise DataError(
+                    f"{manifest.where(index)}, column '{column}': unknown split {value!r} "
+                    f"(expected one of {', '.join(SPLITS)})"
+                )
+            splits[value].append(index)
+    else:
+        order = list(range(len(manifest.rows)))
+        random.Random(seed).shuffle(order)
+        n_val = round(len(order) * val_fraction)
+        n_test = round(len(order) * test_fraction)
+        splits = {
+            "val": sorted(order[:n_val]),
+            "test": sorted(order[n_val : n_val + n_test]),
+            "train": sorted(order[n_val + n_test :]),
+        }
+    if not splits["train"]:
+        raise DataError(f"{manifest.path}: no rows in the training split")
+    return splits

@@ -1,0 +1,48 @@
+"""Run a model over samples and compute every task's metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from omnifuse.data.batch import Collate, Sample
+from omnifuse.model import OmnifuseModel
+
+
+@dataclass
+class Predictions:
+    """A task's predictions and targets over the samples that count for it."""
+
+    prediction: Tensor
+    target: Tensor
+
+
+@torch.no_grad()
+def predict(
+    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate, *, batch_size: int = 256
+) -> dict[str, Predictions]:
+    model.eval()
+    parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in model.tasks}
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start : start + batch_size])
+        output = model(batch)
+        for name, task in model.task_dict().items():
+            keep = task.labelled(batch)
+            target = batch.targets.get(name, torch.zeros(len(batch)))
+            parts[name].append((output.outputs[name][keep], target[keep]))
+    return {
+        name: Predictions(torch.cat([p for p, _ in chunks]), torch.cat([t for _, t in chunks]))
+        for name, chunks in parts.items()
+    }
+
+
+def evaluate(
+    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate, *, batch_size: int = 256
+) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} over `samples`."""
+    predictions = predict(model, samples, collate, batch_size=batch_size)
+    tasks = model.task_dict()
+    return {name: tasks[name].metrics(p.prediction, p.target) for name, p in predictions.items()}

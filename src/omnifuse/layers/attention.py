@@ -1,0 +1,89 @@
+"""Pre-norm transformer blocks with boolean key masks (True = attend)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from omnifuse.layers.mlp import MLP
+
+
+def safe_key_mask(mask: Tensor) -> Tensor:
+    """A key mask in which a row with no valid key attends to every key instead.
+
+    Softmax over no keys is NaN; such rows belong to absent inputs whose outputs are
+    masked downstream, so any finite value will do.
+    """
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+class Attention(nn.Module):
+    """Multi-head attention of `query` tokens over `context` tokens."""
+
+    def __init__(self, *, dim: int, heads: int, context_dim: int | None = None) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        q = rearrange(self.q(query), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        attn_mask = safe_key_mask(mask)[:, None, None, :]  # (B, 1, 1, M)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Queries attend to a context, then an MLP; both residual, pre-norm."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_c = nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+
+    def forward(self, query: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        query = query + self.attn(self.norm_q(query), self.norm_c(context), mask)
+        return query + self.mlp(self.norm_mlp(query))
+
+
+class SelfAttentionBlock(nn.Module):
+    """A transformer encoder layer: tokens attend to the valid tokens of their own sequence."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        h = self.norm(x)
+        x = x + self.attn(h, h, mask)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean over valid tokens: (B, N, D), (B, N) -> (B, D); zero where none is valid."""
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """Fixed sine/cosine position encodings, (length, dim)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(
+        torch.arange(0, dim, 2, dtype=torch.float32) * (-torch.log(torch.tensor(1e4)) / dim)
+    )
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table

@@ -1,0 +1,97 @@
+"""What every modality kind provides: loading a manifest cell, fitting statistics, an encoder."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import DataError
+
+
+@dataclass
+class Tokens:
+    """An encoder's output: `tokens` (B, N, D) and `mask` (B, N), True where a token is real."""
+
+    tokens: Tensor
+    mask: Tensor
+
+
+class Encoder(Protocol):
+    """Maps a batch of preprocessed inputs to tokens.
+
+    `x` is (B, ...) as collated; `lengths` (B,) is each sample's size along the last axis
+    before padding (0 for an absent sample).
+    """
+
+    def __call__(self, x: Tensor, lengths: Tensor) -> Tokens: ...
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and the empty string mark an absent cell."""
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+class Modality(ABC, Generic[C]):
+    """A named input stream of one kind, configured by that kind's config model."""
+
+    def __init__(self, name: str, config: C) -> None:
+        self.name = name
+        self.config = config
+
+    @property
+    def column(self) -> str:
+        return getattr(self.config, "column", None) or self.name
+
+    def columns(self) -> list[str]:
+        """The manifest columns this modality reads."""
+        return [self.column]
+
+    def load(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
+        """The preprocessed tensor for one manifest row, or None when the modality is absent."""
+        value = row.get(self.column)
+        if is_missing(value):
+            return None
+        return self.load_value(value, root)
+
+    @abstractmethod
+    def load_value(self, value: Any, root: Path) -> Tensor:
+        """Preprocess one present cell; raise DataError naming the column on bad input."""
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> C:
+        """The config with statistics fitted on the training rows; kinds without any return it
+        as is."""
+        return self.config
+
+    def read(self, value: Any, root: Path) -> Tensor:
+        """One cell before normalisation; kinds that fit statistics on their files define it."""
+        raise NotImplementedError
+
+    def read_some(self, manifest: Manifest, rows: Sequence[int], limit: int = 256) -> list[Tensor]:
+        """`read` on up to `limit` of `rows` (a seeded choice) where this modality is present."""
+        present = [i for i in rows if not is_missing(manifest.rows[i].get(self.column))]
+        chosen = sorted(random.Random(0).sample(present, min(limit, len(present))))
+        return [
+            manifest.located(i, lambda r: self.read(r[self.column], manifest.root)) for i in chosen
+        ]
+
+    @abstractmethod
+    def build_encoder(self, dim: int) -> nn.Module:
+        """The encoder named in the config, built for this modality's fitted shape."""
+
+    def resolve(self, value: str, root: Path) -> Path:
+        path = Path(value)
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise DataError(f"column '{self.column}': file not found: {value}")
+        return path

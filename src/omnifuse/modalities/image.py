@@ -1,0 +1,78 @@
+"""Images: files read with Pillow, resized, normalised; a small convolutional encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from omnifuse.config import ImageConfig
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import DataError
+from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.registry import create_encoder, register_encoder
+
+
+class ImageModality(Modality[ImageConfig]):
+    def read(self, value: Any, root: Path) -> Tensor:
+        """The image as (3, size, size) floats in [0, 1]."""
+        path = self.resolve(str(value), root)
+        try:
+            with Image.open(path) as image:
+                size = (self.config.size, self.config.size)
+                rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+                array = np.asarray(rgb, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise DataError(f"column '{self.column}': cannot read image {value}: {error}") from None
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def load_value(self, value: Any, root: Path) -> Tensor:
+        mean = torch.tensor(self.config.mean or [0.5] * 3)[:, None, None]
+        std = torch.tensor(self.config.std or [0.25] * 3)[:, None, None]
+        return (self.read(value, root) - mean) / std
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> ImageConfig:
+        images = self.read_some(manifest, rows)
+        if not images:
+            return self.config
+        pixels = torch.stack(images).transpose(0, 1).flatten(1)  # (3, pixels)
+        return self.config.model_copy(
+            update={"mean": pixels.mean(1).tolist(), "std": pixels.std(1).clamp(min=1e-3).tolist()}
+        )
+
+    def build_encoder(self, dim: int) -> nn.Module:
+        encoder = self.config.encoder
+        return create_encoder(encoder.type, dim=dim, size=self.config.size, **encoder.options)
+
+
+class ConvImageEncoder(nn.Module):
+    """Stride-2 convolution stages, then one token per cell of the final feature map."""
+
+    def __init__(self, *, dim: int, size: int, width: int, stages: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for stage in range(stages):
+            out = dim if stage == stages - 1 else width * 2**stage
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GroupNorm(1, out)]
+            layers += [nn.GELU()] if stage < stages - 1 else []
+            channels = out
+        self.stem = nn.Sequential(*layers)
+        grid = size // 2**stages
+        self.position = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        tokens = self.stem(x).flatten(2).transpose(1, 2) + self.position  # (B, grid*grid, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+        return Tokens(tokens, mask)
+
+
+@register_encoder("image_conv")
+def image_conv(dim: int, size: int, *, width: int = 32, stages: int = 3) -> ConvImageEncoder:
+    """A small convolutional stem: (size / 2**stages)**2 tokens."""
+    return ConvImageEncoder(dim=dim, size=size, width=width, stages=stages)

@@ -1,0 +1,88 @@
+"""Multi-class classification of a manifest column, decoded by one Perceiver IO query."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omnifuse.data.batch import Batch
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import DataError
+from omnifuse.eval.metrics import accuracy, macro_f1
+from omnifuse.fusion.base import Fused
+from omnifuse.heads.query import QueryHead
+from omnifuse.modalities.base import is_missing
+from omnifuse.registry import register_task
+from omnifuse.tasks.base import Task, no_loss
+
+
+def _label_order(label: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, label)
+
+
+class Classification(Task):
+    target: str
+
+    def __init__(
+        self, *, name: str, dim: int, target: str, classes: list[str] | None, weight: float
+    ) -> None:
+        super().__init__(name=name, weight=weight)
+        self.target = target
+        self.classes = classes or []
+        self.head = QueryHead(dim=dim, out=max(len(self.classes), 1))
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
+        cells = [manifest.rows[i].get(self.target) for i in rows]
+        labels = {str(cell) for cell in cells if not is_missing(cell)}
+        if len(labels) < 2:
+            raise DataError(f"column '{self.target}': fewer than 2 classes in the training split")
+        return {"classes": sorted(labels, key=_label_order)}
+
+    def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
+        value = row.get(self.target)
+        if is_missing(value):
+            return None
+        try:
+            return torch.tensor(self.classes.index(str(value)))
+        except ValueError:
+            raise DataError(
+                f"column '{self.target}': label {value!r} is not one of the "
+                f"{len(self.classes)} classes of task '{self.name}'"
+            ) from None
+
+    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
+        return self.head(fused)[:, 0]  # (B, classes) logits
+
+    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        keep = self.labelled(batch)
+        if not keep.any():
+            return no_loss(prediction)
+        return F.cross_entropy(prediction[keep], batch.targets[self.name][keep])
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
+        predicted = prediction.argmax(-1)
+        return {
+            "accuracy": accuracy(predicted, target),
+            "macro_f1": macro_f1(predicted, target, len(self.classes)),
+        }
+
+
+@register_task("classification")
+def classification(
+    name: str,
+    dim: int,
+    modalities: Sequence[str],
+    *,
+    target: str,
+    classes: list[str] | None = None,
+    weight: float = 1.0,
+) -> Classification:
+    """One label per sample from column `target`; `classes` are fitted when not given."""
+    return Classification(name=name, dim=dim, target=target, classes=classes, weight=weight)

@@ -1,0 +1,92 @@
+"""Regression of a numeric column, trained on the standardised value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omnifuse.data.batch import Batch
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import DataError
+from omnifuse.fusion.base import Fused
+from omnifuse.heads.query import QueryHead
+from omnifuse.modalities.base import is_missing
+from omnifuse.registry import register_task
+from omnifuse.tasks.base import Task, no_loss
+
+
+class Regression(Task):
+    target: str
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dim: int,
+        target: str,
+        mean: float | None,
+        std: float | None,
+        weight: float,
+    ) -> None:
+        super().__init__(name=name, weight=weight)
+        self.target = target
+        self.mean = 0.0 if mean is None else mean
+        self.std = 1.0 if std is None else std
+        self.head = QueryHead(dim=dim, out=1)
+
+    def value(self, row: Mapping[str, Any]) -> float | None:
+        value = row.get(self.target)
+        if is_missing(value):
+            return None
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DataError(f"column '{self.target}': not a number: {value!r}") from None
+        if not math.isfinite(number):
+            raise DataError(f"column '{self.target}': infinite value")
+        return number
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
+        cells = [manifest.located(i, self.value) for i in rows]
+        values = torch.tensor([v for v in cells if v is not None])
+        if len(values) < 2:
+            raise DataError(f"column '{self.target}': fewer than 2 values in the training split")
+        return {"mean": values.mean().item(), "std": max(values.std().item(), 1e-6)}
+
+    def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
+        value = self.value(row)
+        return None if value is None else torch.tensor(value, dtype=torch.float32)
+
+    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
+        return self.head(fused)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
+
+    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        keep = self.labelled(batch)
+        if not keep.any():
+            return no_loss(prediction)
+        error = (prediction[keep] - batch.targets[self.name][keep]) / self.std
+        return F.mse_loss(error, torch.zeros_like(error))
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
+        error = prediction - target
+        return {"mse": error.pow(2).mean().item(), "mae": error.abs().mean().item()}
+
+
+@register_task("regression")
+def regression(
+    name: str,
+    dim: int,
+    modalities: Sequence[str],
+    *,
+    target: str,
+    mean: float | None = None,
+    std: float | None = None,
+    weight: float = 1.0,
+) -> Regression:
+    """A number per sample from column `target`; `mean` and `std` are fitted when not given."""
+    return Regression(name=name, dim=dim, target=target, mean=mean, std=std, weight=weight)

@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny generated world and tiny configs that read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from omnifuse.data.world import generate_world
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 160-sample world on disk; returns its manifest path."""
+    return generate_world(tmp_path_factory.mktemp("world") / "world", n=160, seed=1)
+
+
+def tiny_config(manifest: Path, **train: Any) -> dict[str, Any]:
+    """A small config over the world's four modalities with all three task types."""
+    return {
+        "data": {"manifest": str(manifest)},
+        "modalities": {
+            "image": {"kind": "image", "size": 32, "encoder": {"type": "image_conv", "width": 8}},
+            "text": {
+                "kind": "text",
+                "column": "caption",
+                "max_length": 64,
+                "encoder": {"type": "text_transformer", "depth": 1},
+            },
+            "audio": {"kind": "audio", "n_mels": 16, "n_fft": 256, "hop": 256},
+            "tabular": {
+                "kind": "tabular",
+                "numeric": ["temperature", "humidity"],
+                "categorical": ["venue", "operator"],
+            },
+        },
+        "model": {
+            "dim": 16,
+            "fusion": {"type": "perceiver", "latents": 4, "depth": 1},
+            "tasks": {
+                "scene": {"type": "classification", "target": "scene_class"},
+                "score": {"type": "regression", "target": "score"},
+                "retrieval": {"type": "alignment", "pair": ["image", "text"], "embed_dim": 8},
+            },
+        },
+        "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "seed": 0, **train},
+    }

@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omnifuse.config import load_config, parse_config
+from omnifuse.errors import ConfigError
+from tests.conftest import tiny_config
+
+
+def test_yaml_and_json_load_the_same_config(tmp_path: Path):
+    data = tiny_config(tmp_path / "m.parquet")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    from_yaml = load_config(tmp_path / "c.yaml")
+    assert from_yaml == load_config(tmp_path / "c.json")
+    assert from_yaml.model.fusion.type == "perceiver"
+    assert from_yaml.model.fusion.options == {"latents": 4, "depth": 1}
+    assert from_yaml.modalities["text"].max_length == 64
+
+
+def test_component_shorthand_is_a_type_name(tmp_path: Path):
+    data = tiny_config(tmp_path / "m.parquet")
+    data["model"]["fusion"] = "perceiver"
+    assert parse_config(data).model.fusion.options == {}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["modalities"]["image"].update(kind="imaeg"),
+            "modalities.image.kind: unknown modality kind 'imaeg' (did you mean 'image'?)",
+        ),
+        (
+            lambda d: d["modalities"]["image"].update(size="large"),
+            "modalities.image.size: Input should be a valid integer",
+        ),
+        (
+            lambda d: d["modalities"]["text"].update(max_lenght=3),
+            "modalities.text.max_lenght: unknown field (did you mean 'max_length'?)",
+        ),
+        (lambda d: d.update(trian={}), "trian: unknown field (did you mean 'train'?)"),
+        (
+            lambda d: d["train"].update(epochs=0),
+            "train.epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda d: d["model"]["fusion"].update(type="perciever"),
+            "model.fusion.type: unknown fusion 'perciever' (did you mean 'perceiver'?)",
+        ),
+        (
+            lambda d: d["model"]["fusion"].update(latent=3),
+            "model.fusion.latent: unknown option for fusion 'perceiver' (did you mean 'latents'?)",
+        ),
+        (
+            lambda d: d["model"]["fusion"].update(depth="deep"),
+            "model.fusion.depth: Input should be a valid integer",
+        ),
+        (
+            lambda d: d["model"]["tasks"]["scene"].pop("target"),
+            "model.tasks.scene.target: required by task 'classification'",
+        ),
+        (
+            lambda d: d["model"]["tasks"]["retrieval"].update(pair=["image", "video"]),
+            "model.tasks.retrieval.pair: unknown modality 'video'",
+        ),
+        (
+            lambda d: d["data"].update(dataset={"type": "world"}),
+            "data: Value error, set exactly one of 'manifest' and 'dataset'",
+        ),
+    ],
+)
+def test_errors_name_the_field(tmp_path: Path, edit, message: str):
+    data = tiny_config(tmp_path / "m.parquet")
+    edit(data)
+    with pytest.raises(ConfigError) as error:
+        parse_config(data, "c.yaml")
+    assert str(error.value).startswith(f"c.yaml: {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_unreadable_files_are_config_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid yaml"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_without_modalities_drops_tasks_that_need_them(tmp_path: Path):
+    config = parse_config(tiny_config(tmp_path / "m.parquet"))
+    alone = config.without_modalities(["audio"])
+    assert list(alone.modalities) == ["audio"]
+    assert set(alone.model.tasks) == {"scene", "score"}
