@@ -289,7 +289,3 @@ def load_config(path: str | Path) -> RunConfig:
             f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {line}"
         ) from None
     return parse_config(data, str(path))
-
-
-def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")

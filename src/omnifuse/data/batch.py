@@ -41,19 +41,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to(self, device: torch.device | str) -> Batch:
-        def move(d: dict[str, Tensor]) -> dict[str, Tensor]:
-            return {k: v.to(device) for k, v in d.items()}
-
-        return Batch(
-            self.ids,
-            move(self.inputs),
-            move(self.lengths),
-            move(self.present),
-            move(self.targets),
-            move(self.labelled),
-        )
-
 
 def _stack(values: list[Tensor | None], template: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Stack present tensors, padding the last axis; absent entries become zeros."""

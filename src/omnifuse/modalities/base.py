@@ -64,9 +64,9 @@ class Modality(ABC, Generic[C]):
             return None
         return self.load_value(value, root)
 
-    @abstractmethod
     def load_value(self, value: Any, root: Path) -> Tensor:
         """Preprocess one present cell; raise DataError naming the column on bad input."""
+        raise NotImplementedError
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> C:
         """The config with statistics fitted on the training rows; kinds without any return it

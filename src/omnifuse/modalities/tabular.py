@@ -44,10 +44,6 @@ class TabularModality(Modality[TabularConfig]):
     def load(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
         if all(is_missing(row.get(column)) for column in self.columns()):
             return None
-        return self.load_value(row, root)
-
-    def load_value(self, value: Any, root: Path) -> Tensor:
-        row: Mapping[str, Any] = value
         stats = self.config.stats or {}
         categories = self.config.categories or {}
         numbers = []
