@@ -60,6 +60,9 @@ class ImageConfig(StrictModel):
     column: str | None = None
     size: int = Field(64, ge=8)
     encoder: Component = Component(type="image_conv")
+    # "fitted": per-channel statistics of the training split; "imagenet": the fixed ImageNet
+    # statistics that pretrained backbones expect
+    normalize: Literal["fitted", "imagenet"] = "fitted"
     mean: list[float] | None = None  # per channel, fitted on the training split
     std: list[float] | None = None
 
@@ -74,7 +77,9 @@ class TextConfig(StrictModel):
 
 
 class AudioConfig(StrictModel):
-    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, log-mel spectrogram."""
+    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, cut to `max_seconds`; as a
+    log-mel spectrogram (n_mels, frames), or as the raw waveform (samples,) for encoders that
+    take one (wav2vec2-style)."""
 
     kind: Literal["audio"] = "audio"
     column: str | None = None
@@ -83,6 +88,7 @@ class AudioConfig(StrictModel):
     n_mels: int = Field(64, ge=8)
     n_fft: int = Field(400, ge=16)
     hop: int = Field(160, ge=1)
+    features: Literal["log_mel", "waveform"] = "log_mel"
     encoder: Component = Component(type="audio_conv")
     mean: float | None = None  # log-mel statistics, fitted on the training split
     std: float | None = None

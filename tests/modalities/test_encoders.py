@@ -96,3 +96,29 @@ def test_tabular_missing_and_unknown_values_have_their_own_tokens():
     assert modality.load({"a": None, "c": "zebra"}, root=None).tolist()[1] == 1.0  # type: ignore[arg-type]
     assert torch.isnan(modality.load({"a": float("nan"), "c": "x"}, root=None)[0])  # type: ignore[arg-type]
     assert modality.load({"a": None, "c": None}, root=None) is None  # type: ignore[arg-type]
+
+
+def test_image_imagenet_normalisation_needs_no_fitting(tmp_path):
+    from PIL import Image
+
+    from omnifuse.data.manifest import Manifest
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "red.png")
+    modality = create_modality("image", ImageConfig(size=8, normalize="imagenet"))
+    manifest = Manifest(tmp_path / "m.jsonl", [{"image": "red.png"}])
+    assert modality.fit(manifest, [0]).mean is None
+    pixel = modality.load({"image": "red.png"}, tmp_path)[:, 0, 0]
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    torch.testing.assert_close(pixel, torch.tensor(expected))
+
+
+def test_audio_waveform_features_resample_and_cut(tmp_path):
+    import numpy as np
+    import soundfile
+
+    stereo = np.stack([np.full(16000, 0.5), np.full(16000, -0.1)], axis=1).astype(np.float32)
+    soundfile.write(tmp_path / "a.wav", stereo, 8000)  # 2 s at 8 kHz
+    config = AudioConfig(features="waveform", sample_rate=16000, max_seconds=1.5)
+    wave = create_modality("audio", config).load({"audio": "a.wav"}, tmp_path)
+    assert wave.shape == (24000,)  # resampled to 16 kHz, cut to 1.5 s
+    torch.testing.assert_close(wave[100:-100], torch.full((23800,), 0.2), atol=1e-3, rtol=0)

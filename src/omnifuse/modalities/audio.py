@@ -60,7 +60,7 @@ def resample(wave: Tensor, rate: int, target: int) -> Tensor:
 
 class AudioModality(Modality[AudioConfig]):
     def read(self, value: Any, root: Path) -> Tensor:
-        """The log-mel spectrogram of the file's first `max_seconds`, unnormalised."""
+        """The file's first `max_seconds` as the configured features, unnormalised."""
         path = self.resolve(str(value), root)
         try:
             data, rate = soundfile.read(path, dtype="float32", always_2d=True)
@@ -75,14 +75,19 @@ class AudioModality(Modality[AudioConfig]):
         if not torch.isfinite(wave).all():
             raise DataError(f"column '{self.column}': audio {value} contains NaN or inf samples")
         wave = resample(wave, rate, self.config.sample_rate)
-        return log_mel(wave[: int(self.config.max_seconds * self.config.sample_rate)], self.config)
+        wave = wave[: int(self.config.max_seconds * self.config.sample_rate)]
+        return wave if self.config.features == "waveform" else log_mel(wave, self.config)
 
     def load_value(self, value: Any, root: Path) -> Tensor:
+        if self.config.features == "waveform":
+            return self.read(value, root)
         mean = self.config.mean if self.config.mean is not None else 0.0
         std = self.config.std if self.config.std is not None else 1.0
         return (self.read(value, root) - mean) / std
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> AudioConfig:
+        if self.config.features == "waveform":
+            return self.config
         spectra = self.read_some(manifest, rows)
         if not spectra:
             return self.config
@@ -93,7 +98,13 @@ class AudioModality(Modality[AudioConfig]):
 
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder
-        return create_encoder(encoder.type, dim=dim, n_mels=self.config.n_mels, **encoder.options)
+        return create_encoder(
+            encoder.type,
+            dim=dim,
+            n_mels=self.config.n_mels,
+            sample_rate=self.config.sample_rate,
+            **encoder.options,
+        )
 
 
 class ConvAudioEncoder(nn.Module):
@@ -124,7 +135,7 @@ class ConvAudioEncoder(nn.Module):
 
 @register_encoder("audio_conv")
 def audio_conv(
-    dim: int, n_mels: int, *, width: int = 64, stride: int = 4, depth: int = 1
+    dim: int, n_mels: int, sample_rate: int, *, width: int = 64, stride: int = 4, depth: int = 1
 ) -> ConvAudioEncoder:
     """Log-mel frames to one token per `stride` frames."""
     if stride < 1 or depth < 0:

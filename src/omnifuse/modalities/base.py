@@ -29,6 +29,11 @@ class Encoder(Protocol):
 
     `x` is (B, ...) as collated; `lengths` (B,) is each sample's size along the last axis
     before padding (0 for an absent sample).
+
+    An encoder's registered builder takes its kind's injected parameters as positional-or-
+    keyword arguments, and its user options (config keys) as keyword-only ones:
+    image: dim, size; text: dim, max_length; audio: dim, n_mels, sample_rate;
+    tabular: dim, numeric, categories.
     """
 
     def __call__(self, x: Tensor, lengths: Tensor) -> Tokens: ...

@@ -17,6 +17,9 @@ from omnifuse.errors import DataError
 from omnifuse.modalities.base import Modality, Tokens
 from omnifuse.registry import create_encoder, register_encoder
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
 
 class ImageModality(Modality[ImageConfig]):
     def read(self, value: Any, root: Path) -> Tensor:
@@ -32,11 +35,16 @@ class ImageModality(Modality[ImageConfig]):
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
     def load_value(self, value: Any, root: Path) -> Tensor:
-        mean = torch.tensor(self.config.mean or [0.5] * 3)[:, None, None]
-        std = torch.tensor(self.config.std or [0.25] * 3)[:, None, None]
-        return (self.read(value, root) - mean) / std
+        if self.config.normalize == "imagenet":
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            mean, std = self.config.mean or [0.5] * 3, self.config.std or [0.25] * 3
+        image = self.read(value, root)
+        return (image - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> ImageConfig:
+        if self.config.normalize == "imagenet":
+            return self.config
         images = self.read_some(manifest, rows)
         if not images:
             return self.config

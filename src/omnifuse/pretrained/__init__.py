@@ -1,0 +1,1 @@
+"""Pretrained backbones, loaded offline, registered as encoders of their modality kind."""
