@@ -106,6 +106,7 @@ def _load_builtins() -> None:
     # Importing the packages runs their register_* decorators.
     import omnifuse.fusion
     import omnifuse.modalities
+    import omnifuse.pretrained
     import omnifuse.tasks  # noqa: F401
 
 
