@@ -1,58 +1,90 @@
-"""Sweep every registered encoder: shapes, masks, gradients, no NaN with absent inputs."""
+"""Sweep every from-scratch encoder: shapes, masks, gradients, no NaN with absent or empty
+inputs, padding invariance, and save/reload through OmnifuseModel."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from pydantic import BaseModel
 
-from omnifuse.config import AudioConfig, ImageConfig, TabularConfig, TextConfig
-from omnifuse.data.batch import Collate
+from omnifuse.config import (
+    AudioConfig,
+    ImageConfig,
+    TabularConfig,
+    TextConfig,
+    TimeSeriesConfig,
+    VectorConfig,
+    VideoConfig,
+    parse_config,
+)
+from omnifuse.data.batch import Batch, Collate, Sample
 from omnifuse.modalities import create_modality
+from omnifuse.modalities.base import Modality
 from omnifuse.modalities.text import encode_bytes
-from omnifuse.registry import list_encoders
+from omnifuse.model import OmnifuseModel
+from omnifuse.registry import ENCODERS, list_encoders
 
 DIM = 16
+NAN = float("nan")
+SCRATCH = [
+    n for n in list_encoders() if ENCODERS.builder(n).__module__.startswith("omnifuse.modalities")
+]
+SEQUENCES = [n for n in SCRATCH if n.split("_")[0] in ("text", "audio", "timeseries")]
 
 
-def modality_for(encoder: str):
-    """A tiny modality of the encoder's kind, and four preprocessed inputs (one absent)."""
+def test_every_kind_has_a_from_scratch_encoder():
+    kinds = {n.split("_")[0] for n in SCRATCH}
+    assert kinds == {"image", "text", "audio", "tabular", "timeseries", "video", "vector"}
+    assert {"image_patch", "audio_patch", "timeseries_patch", "video_tubelet"} <= set(SCRATCH)
+
+
+def tiny(encoder: str) -> tuple[BaseModel, list[torch.Tensor]]:
+    """A tiny config of the encoder's kind, and three preprocessed inputs of varied size."""
     kind = encoder.split("_")[0]
     torch.manual_seed(0)
+    spec = {"type": encoder}
     if kind == "image":
-        config = ImageConfig(size=16, encoder={"type": encoder})
-        values = [torch.randn(3, 16, 16) for _ in range(3)]
-    elif kind == "text":
-        config = TextConfig(max_length=12, encoder={"type": encoder})
-        values = [encode_bytes(t, 12) for t in ("a red circle here", "hi", "x")]
-    elif kind == "audio":
-        config = AudioConfig(n_mels=8, encoder={"type": encoder})
-        values = [torch.randn(8, frames) for frames in (20, 9, 3)]
-    elif kind == "tabular":
+        return ImageConfig(size=16, encoder=spec), [torch.randn(3, 16, 16) for _ in range(3)]
+    if kind == "text":
+        texts = ("a red circle here", "hi", "x")
+        return TextConfig(max_length=12, encoder=spec), [encode_bytes(t, 12) for t in texts]
+    if kind == "audio":
+        return AudioConfig(n_mels=8, encoder=spec), [torch.randn(8, n) for n in (20, 9, 3)]
+    if kind == "tabular":
         config = TabularConfig(
-            numeric=["a", "b"],
-            categorical=["c"],
-            categories={"c": ["x", "y"]},
-            encoder={"type": encoder},
+            numeric=["a", "b"], categorical=["c"], categories={"c": ["x", "y"]}, encoder=spec
         )
-        values = [
-            torch.tensor([0.5, float("nan"), 2.0]),
-            torch.tensor([1.0, 2.0, 0.0]),
-            torch.tensor([float("nan"), float("nan"), 1.0]),
-        ]
-    else:
-        raise AssertionError(f"no test inputs for encoder kind '{kind}'")
-    return create_modality(kind, config), [*values[:2], None, values[2]]
+        rows = [[0.5, NAN, 2.0], [1.0, 2.0, 0.0], [NAN, NAN, 1.0]]
+        return config, [torch.tensor(r) for r in rows]
+    if kind == "timeseries":
+        series = [torch.randn(2, n) for n in (40, 17, 5)]
+        series[0][:, 3:9] = NAN  # a gap inside a patch
+        spec = {"type": encoder, "patch": 8} if encoder == "timeseries_patch" else spec
+        return TimeSeriesConfig(channels=2, encoder=spec), series
+    if kind == "video":
+        spec = {"type": encoder, "patch": 8} if encoder == "video_tubelet" else spec
+        config = VideoConfig(frames=4, size=16, encoder=spec)
+        return config, [torch.randn(3, 4, 16, 16) for _ in range(3)]
+    if kind == "vector":
+        return VectorConfig(dim=6, encoder=spec), [torch.randn(6) for _ in range(3)]
+    raise AssertionError(f"no test inputs for encoder kind '{kind}'")
 
 
-def batch_of(values):
-    from omnifuse.data.batch import Sample
+def modality_for(encoder: str) -> tuple[Modality, list[torch.Tensor | None]]:
+    """The modality and four inputs, the third absent."""
+    config, values = tiny(encoder)
+    return create_modality("m", config), [*values[:2], None, values[2]]  # type: ignore[arg-type]
 
-    template = next(v for v in values if v is not None)
+
+def batch_of(values: list[torch.Tensor | None], template: torch.Tensor | None = None) -> Batch:
+    template = template if template is not None else next(v for v in values if v is not None)
     collate = Collate({"m": template}, {})
     return collate([Sample(str(i), {"m": v}) for i, v in enumerate(values)])
 
 
-@pytest.mark.parametrize("name", list_encoders())
+@pytest.mark.parametrize("name", SCRATCH)
 def test_encoder_shapes_masks_and_gradients(name: str):
     modality, values = modality_for(name)
     encoder = modality.build_encoder(DIM)
@@ -65,11 +97,41 @@ def test_encoder_shapes_masks_and_gradients(name: str):
     (out.tokens * out.mask[..., None]).sum().backward()
     for pname, param in encoder.named_parameters():
         assert param.grad is not None, f"{name}: {pname} gets no gradient"
+        assert torch.isfinite(param.grad).all(), f"{name}: {pname} has a non-finite gradient"
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in list_encoders() if n.split("_")[0] in ("text", "audio")]
-)
+@pytest.mark.parametrize("name", SCRATCH)
+def test_no_nan_when_every_sample_is_absent_or_empty(name: str):
+    modality, values = modality_for(name)
+    encoder = modality.build_encoder(DIM)
+    template = next(v for v in values if v is not None)
+    absent = batch_of([None, None], template)
+    assert absent.lengths["m"].tolist() == [0, 0]
+    out = encoder(absent.inputs["m"], absent.lengths["m"])
+    assert torch.isfinite(out.tokens).all()
+    # present samples whose length is 0 after the collate (e.g. an empty series)
+    empty = batch_of(values)
+    empty.lengths["m"][:] = 0
+    out = encoder(empty.inputs["m"], empty.lengths["m"])
+    assert torch.isfinite(out.tokens).all()
+    out.tokens.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_sequence_encoders_mask_padding(name: str):
+    modality, values = modality_for(name)
+    encoder = modality.build_encoder(DIM).eval()
+    batch = batch_of(values)
+    out = encoder(batch.inputs["m"], batch.lengths["m"])
+    counts = out.mask.sum(dim=1)
+    assert counts[0] > counts[1] > 0  # the longer sample has more valid tokens
+    empty = batch_of([values[1]])
+    empty.lengths["m"][:] = 0
+    assert not encoder(empty.inputs["m"], empty.lengths["m"]).mask.any()
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
 def test_padding_does_not_change_a_sequence_encoding(name: str):
     """A sample's valid tokens are the same whether or not a longer sample pads its batch."""
     modality, values = modality_for(name)
@@ -81,44 +143,30 @@ def test_padding_does_not_change_a_sequence_encoding(name: str):
     b = encoder(together.inputs["m"], together.lengths["m"])
     n = int(a.mask[0].sum())
     assert b.mask[1].sum() == n
-    torch.testing.assert_close(a.tokens[0, :n], b.tokens[1, :n], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.tokens[0][a.mask[0]], b.tokens[1][b.mask[1]], atol=1e-5, rtol=1e-4)
 
 
-def test_tabular_missing_and_unknown_values_have_their_own_tokens():
-    modality = create_modality(
-        "tab",
-        TabularConfig(
-            numeric=["a"], categorical=["c"], stats={"a": (1.0, 2.0)}, categories={"c": ["x", "y"]}
-        ),
+@pytest.mark.parametrize("name", SCRATCH)
+def test_save_and_reload_give_identical_outputs(name: str, tmp_path: Path):
+    config, values = tiny(name)
+    run = parse_config(
+        {
+            "data": {"manifest": "unused.jsonl"},
+            "modalities": {"m": config.model_dump(mode="json")},
+            "model": {
+                "dim": DIM,
+                "fusion": {"type": "perceiver", "latents": 2, "depth": 1},
+                "tasks": {"y": {"type": "classification", "target": "y", "classes": ["a", "b"]}},
+            },
+        }
     )
-    row = modality.load({"a": 5, "c": "y"}, root=None)  # type: ignore[arg-type]
-    assert row.tolist() == [2.0, 3.0]  # standardised value, code 2 + index 1
-    assert modality.load({"a": None, "c": "zebra"}, root=None).tolist()[1] == 1.0  # type: ignore[arg-type]
-    assert torch.isnan(modality.load({"a": float("nan"), "c": "x"}, root=None)[0])  # type: ignore[arg-type]
-    assert modality.load({"a": None, "c": None}, root=None) is None  # type: ignore[arg-type]
-
-
-def test_image_imagenet_normalisation_needs_no_fitting(tmp_path):
-    from PIL import Image
-
-    from omnifuse.data.manifest import Manifest
-
-    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "red.png")
-    modality = create_modality("image", ImageConfig(size=8, normalize="imagenet"))
-    manifest = Manifest(tmp_path / "m.jsonl", [{"image": "red.png"}])
-    assert modality.fit(manifest, [0]).mean is None
-    pixel = modality.load({"image": "red.png"}, tmp_path)[:, 0, 0]
-    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
-    torch.testing.assert_close(pixel, torch.tensor(expected))
-
-
-def test_audio_waveform_features_resample_and_cut(tmp_path):
-    import numpy as np
-    import soundfile
-
-    stereo = np.stack([np.full(16000, 0.5), np.full(16000, -0.1)], axis=1).astype(np.float32)
-    soundfile.write(tmp_path / "a.wav", stereo, 8000)  # 2 s at 8 kHz
-    config = AudioConfig(features="waveform", sample_rate=16000, max_seconds=1.5)
-    wave = create_modality("audio", config).load({"audio": "a.wav"}, tmp_path)
-    assert wave.shape == (24000,)  # resampled to 16 kHz, cut to 1.5 s
-    torch.testing.assert_close(wave[100:-100], torch.full((23800,), 0.2), atol=1e-3, rtol=0)
+    torch.manual_seed(1)
+    model = OmnifuseModel.build(run).eval()
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(2)  # a different initialisation, fully overwritten by the weights
+    loaded = OmnifuseModel.from_pretrained(tmp_path)
+    batch = batch_of([*values[:2], None, values[2]])
+    before, after = model(batch), loaded(batch)
+    torch.testing.assert_close(before.outputs["y"], after.outputs["y"], rtol=0, atol=0)
+    torch.testing.assert_close(before.tokens["m"].tokens, after.tokens["m"].tokens, rtol=0, atol=0)
+    assert torch.isfinite(before.outputs["y"]).all()

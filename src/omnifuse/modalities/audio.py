@@ -1,7 +1,10 @@
-"""Audio: WAV/FLAC read with soundfile, mono, resampled, log-mel in torch; a conv encoder."""
+"""Audio: WAV/FLAC read with soundfile, mono, resampled, log-mel in torch; a convolutional and
+a spectrogram-patch encoder."""
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -14,7 +17,7 @@ from torch import Tensor, nn
 
 from omnifuse.config import AudioConfig
 from omnifuse.data.manifest import Manifest
-from omnifuse.errors import DataError
+from omnifuse.errors import ConfigError, DataError
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
 from omnifuse.modalities.base import Modality, Tokens
 from omnifuse.registry import create_encoder, register_encoder
@@ -47,15 +50,45 @@ def log_mel(wave: Tensor, config: AudioConfig) -> Tensor:
     return torch.log(mel + 1e-6)
 
 
-def resample(wave: Tensor, rate: int, target: int) -> Tensor:
-    """Band-limited enough for speech-like content: linear interpolation after a box low-pass."""
+def resample(wave: Tensor, rate: int, target: int, *, zeros: int = 16) -> Tensor:
+    """Band-limited resampling: each output sample is a Hann-windowed sinc interpolation of
+    the input with `zeros` zero crossings each side, low-passed at the lower Nyquist rate."""
     if rate == target:
         return wave
-    if target < rate:  # average over the decimation factor before interpolating
-        width = max(1, round(rate / target))
-        wave = F.avg_pool1d(wave[None, None], width, stride=1, padding=width // 2)[0, 0]
+    cutoff = min(1.0, target / rate)  # of the input's Nyquist frequency
+    half = math.ceil(zeros / cutoff)  # kernel half-width in input samples
+    taps = torch.arange(-half + 1, half + 1)
     frames = max(1, round(wave.shape[0] * target / rate))
-    return F.interpolate(wave[None, None], size=frames, mode="linear", align_corners=False)[0, 0]
+    out = []
+    for start in range(0, frames, 16384):  # in blocks, to bound the (frames, taps) tables
+        stop = min(frames, start + 16384)
+        position = torch.arange(start, stop, dtype=torch.float64) * (rate / target)
+        index = position.floor().long()[:, None] + taps  # (block, taps) input samples
+        distance = (position[:, None] - index).float()
+        window = 0.5 + 0.5 * torch.cos(torch.pi * distance / half)
+        kernel = cutoff * torch.sinc(cutoff * distance) * window
+        inside = (index >= 0) & (index < wave.shape[0])
+        values = wave[index.clamp(0, wave.shape[0] - 1)] * inside
+        out.append((values * kernel).sum(dim=1))
+    return torch.cat(out)
+
+
+def wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """(declared, present) sample bytes when a RIFF/WAVE file's data chunk is cut short, else
+    None. libsndfile reads a truncated WAV without complaint, so check its header."""
+    with path.open("rb") as file:
+        header = file.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        while chunk := file.read(8):
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                present = path.stat().st_size - file.tell()
+                return (size, present) if present < size else None
+            file.seek(size + size % 2, 1)
+    return None
 
 
 class AudioModality(Modality[AudioConfig]):
@@ -64,14 +97,22 @@ class AudioModality(Modality[AudioConfig]):
         path = self.resolve(str(value), root)
         try:
             data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+            shortfall = wav_shortfall(path)
         except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
             raise DataError(f"column '{self.column}': cannot read audio {value}: {error}") from None
+        if shortfall is not None:
+            raise DataError(
+                f"column '{self.column}': audio {value} is truncated: its header declares "
+                f"{shortfall[0]} bytes of samples, the file holds {shortfall[1]}"
+            )
         if data.shape[0] < self.config.n_fft:
             raise DataError(
                 f"column '{self.column}': audio {value} is too short "
                 f"({data.shape[0]} samples, need at least {self.config.n_fft})"
             )
-        wave = torch.from_numpy(data).mean(dim=1)  # mono
+        # what the cut keeps, and 20 ms more for the resampling kernel at the edge
+        keep = math.ceil(self.config.max_seconds * rate) + rate // 50
+        wave = torch.from_numpy(data[:keep]).mean(dim=1)  # mono
         if not torch.isfinite(wave).all():
             raise DataError(f"column '{self.column}': audio {value} contains NaN or inf samples")
         wave = resample(wave, rate, self.config.sample_rate)
@@ -94,6 +135,13 @@ class AudioModality(Modality[AudioConfig]):
         frames = torch.cat([s.flatten() for s in spectra])
         return self.config.model_copy(
             update={"mean": frames.mean().item(), "std": max(frames.std().item(), 1e-3)}
+        )
+
+    def template(self) -> Tensor:
+        return (
+            torch.zeros(1)
+            if self.config.features == "waveform"
+            else torch.zeros(self.config.n_mels, 1)
         )
 
     def build_encoder(self, dim: int) -> nn.Module:
@@ -139,5 +187,63 @@ def audio_conv(
 ) -> ConvAudioEncoder:
     """Log-mel frames to one token per `stride` frames."""
     if stride < 1 or depth < 0:
-        raise ValueError("stride must be >= 1 and depth >= 0")
+        raise ConfigError(f"audio_conv: stride ({stride}) must be >= 1 and depth ({depth}) >= 0")
     return ConvAudioEncoder(dim=dim, n_mels=n_mels, width=width, stride=stride, depth=depth)
+
+
+class PatchAudioEncoder(nn.Module):
+    """ViT-style over the spectrogram (AST-like): non-overlapping mel x time patches, with a
+    learned position per mel band and sinusoidal positions over time (any length)."""
+
+    def __init__(
+        self, *, dim: int, n_mels: int, patch_mels: int, patch_frames: int, depth: int, heads: int
+    ) -> None:
+        super().__init__()
+        self.patch_mels, self.patch_frames = patch_mels, patch_frames
+        self.bands = math.ceil(n_mels / patch_mels)
+        self.embed = nn.Conv2d(
+            1, dim, (patch_mels, patch_frames), stride=(patch_mels, patch_frames)
+        )
+        self.band_position = nn.Parameter(torch.randn(self.bands, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        # x: (B, n_mels, frames); pad both axes to whole patches, at least one in time
+        frames = max(math.ceil(x.shape[-1] / self.patch_frames), 1) * self.patch_frames
+        x = F.pad(x, (0, frames - x.shape[-1], 0, self.bands * self.patch_mels - x.shape[1]))
+        grid = self.embed(x[:, None])  # (B, D, bands, steps)
+        steps = grid.shape[-1]
+        time = sinusoidal_positions(steps, grid.shape[1]).to(grid)  # (steps, D)
+        tokens = grid.permute(0, 2, 3, 1) + self.band_position + time  # (B, bands, steps, D)
+        tokens = tokens.flatten(1, 2)  # (B, bands * steps, D), band-major
+        valid = torch.arange(steps, device=x.device) * self.patch_frames < lengths[:, None]
+        mask = valid.repeat(1, self.bands)  # (B, bands * steps)
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return Tokens(self.norm(tokens), mask)
+
+
+@register_encoder("audio_patch")
+def audio_patch(
+    dim: int,
+    n_mels: int,
+    sample_rate: int,
+    *,
+    patch_mels: int = 16,
+    patch_frames: int = 8,
+    depth: int = 2,
+    heads: int = 4,
+) -> PatchAudioEncoder:
+    """Log-mel spectrogram patches of `patch_mels` x `patch_frames`: ceil(n_mels / patch_mels)
+    tokens per `patch_frames` frames, masked beyond each clip's length."""
+    if patch_mels < 1 or patch_frames < 1:
+        raise ConfigError("audio_patch: patch_mels and patch_frames must be >= 1")
+    return PatchAudioEncoder(
+        dim=dim,
+        n_mels=n_mels,
+        patch_mels=patch_mels,
+        patch_frames=patch_frames,
+        depth=depth,
+        heads=heads,
+    )

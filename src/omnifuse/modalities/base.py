@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,14 +33,41 @@ class Encoder(Protocol):
 
     An encoder's registered builder takes its kind's injected parameters as positional-or-
     keyword arguments, and its user options (config keys) as keyword-only ones:
-    image: dim, size; text: dim, max_length; audio: dim, n_mels, sample_rate;
-    tabular: dim, numeric, categories.
+    image: dim, size; text: dim, max_length (and vocab_size with `tokenizer: bpe`; an encoder
+    without that parameter reads UTF-8 bytes); audio: dim, n_mels, sample_rate; tabular: dim,
+    numeric, categories; timeseries: dim, channels; video: dim, frames, size; vector: dim,
+    features.
     """
 
     def __call__(self, x: Tensor, lengths: Tensor) -> Tokens: ...
 
 
 C = TypeVar("C", bound=BaseModel)
+
+
+class TruncationCount:
+    """How many loaded cells were cut to a maximum length; safe to update from loader threads."""
+
+    def __init__(self, modality: str, noun: str, limit: str) -> None:
+        self.modality, self.noun, self.limit = modality, noun, limit
+        self.seen = self.cut = 0
+        self._lock = threading.Lock()
+
+    def add(self, cut: bool) -> None:
+        with self._lock:
+            self.seen += 1
+            self.cut += cut
+
+    def notes(self) -> dict[str, Any]:
+        """`{noun: seen, "truncated": cut}`, with a one-line "message" when any was cut."""
+        if not self.seen:
+            return {}
+        notes: dict[str, Any] = {self.noun: self.seen, "truncated": self.cut}
+        if self.cut:
+            notes["message"] = (
+                f"{self.modality}: {self.cut} of {self.seen} {self.noun} truncated to {self.limit}"
+            )
+        return notes
 
 
 def is_missing(value: Any) -> bool:
@@ -78,6 +106,13 @@ class Modality(ABC, Generic[C]):
         as is."""
         return self.config
 
+    def notes(self) -> dict[str, Any]:
+        """What loading changed, counted since this object was made, for reports: for example
+        `{"texts": 3000, "truncated": 12, "message": "text: 12 of 3000 texts truncated..."}`
+        ("message", one line, only when something needs saying); empty when nothing was counted.
+        """
+        return {}
+
     def read(self, value: Any, root: Path) -> Tensor:
         """One cell before normalisation; kinds that fit statistics on their files define it."""
         raise NotImplementedError
@@ -86,13 +121,16 @@ class Modality(ABC, Generic[C]):
         """`read` on up to `limit` of `rows` (a seeded choice) where this modality is present."""
         present = [i for i in rows if not is_missing(manifest.rows[i].get(self.column))]
         chosen = sorted(random.Random(0).sample(present, min(limit, len(present))))
-        return [
-            manifest.located(i, lambda r: self.read(r[self.column], manifest.root)) for i in chosen
-        ]
+        return manifest.readable(chosen, lambda row: self.read(row[self.column], manifest.root))
 
     @abstractmethod
     def build_encoder(self, dim: int) -> nn.Module:
         """The encoder named in the config, built for this modality's fitted shape."""
+
+    @abstractmethod
+    def template(self) -> Tensor:
+        """A zero input of this kind's shape and dtype (length 1 on a variable last axis), for
+        batches in which no sample has this modality."""
 
     def resolve(self, value: str, root: Path) -> Path:
         path = Path(value)

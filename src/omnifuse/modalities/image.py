@@ -1,7 +1,8 @@
-"""Images: files read with Pillow, resized, normalised; a small convolutional encoder."""
+"""Images: files read with Pillow, resized, normalised; a convolutional and a patch encoder."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from torch import Tensor, nn
 
 from omnifuse.config import ImageConfig
 from omnifuse.data.manifest import Manifest
-from omnifuse.errors import DataError
+from omnifuse.errors import ConfigError, DataError
+from omnifuse.layers.attention import SelfAttentionBlock
 from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.modalities.image_augment import ImageAugment
 from omnifuse.registry import create_encoder, register_encoder
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -53,6 +56,9 @@ class ImageModality(Modality[ImageConfig]):
             update={"mean": pixels.mean(1).tolist(), "std": pixels.std(1).clamp(min=1e-3).tolist()}
         )
 
+    def template(self) -> Tensor:
+        return torch.zeros(3, self.config.size, self.config.size)
+
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder
         return create_encoder(encoder.type, dim=dim, size=self.config.size, **encoder.options)
@@ -61,8 +67,9 @@ class ImageModality(Modality[ImageConfig]):
 class ConvImageEncoder(nn.Module):
     """Stride-2 convolution stages, then one token per cell of the final feature map."""
 
-    def __init__(self, *, dim: int, size: int, width: int, stages: int) -> None:
+    def __init__(self, *, dim: int, size: int, width: int, stages: int, augment: bool) -> None:
         super().__init__()
+        self.augment = ImageAugment() if augment else nn.Identity()
         layers: list[nn.Module] = []
         channels = 3
         for stage in range(stages):
@@ -71,16 +78,64 @@ class ConvImageEncoder(nn.Module):
             layers += [nn.GELU()] if stage < stages - 1 else []
             channels = out
         self.stem = nn.Sequential(*layers)
-        grid = size // 2**stages
+        grid = math.ceil(size / 2**stages)
         self.position = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        x = self.augment(x)  # the identity unless training with augment
         tokens = self.stem(x).flatten(2).transpose(1, 2) + self.position  # (B, grid*grid, D)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
         return Tokens(tokens, mask)
 
 
 @register_encoder("image_conv")
-def image_conv(dim: int, size: int, *, width: int = 32, stages: int = 3) -> ConvImageEncoder:
-    """A small convolutional stem: (size / 2**stages)**2 tokens."""
-    return ConvImageEncoder(dim=dim, size=size, width=width, stages=stages)
+def image_conv(
+    dim: int, size: int, *, width: int = 32, stages: int = 3, augment: bool = False
+) -> ConvImageEncoder:
+    """A small convolutional stem: ceil(size / 2**stages)**2 tokens. `augment`: random
+    resized crop, flip and colour jitter while training."""
+    if width < 1 or stages < 1:
+        raise ConfigError(f"image_conv: width ({width}) and stages ({stages}) must be >= 1")
+    return ConvImageEncoder(dim=dim, size=size, width=width, stages=stages, augment=augment)
+
+
+class PatchImageEncoder(nn.Module):
+    """ViT-style: non-overlapping patches, linearly embedded, with learned positions, through
+    transformer layers."""
+
+    def __init__(
+        self, *, dim: int, size: int, patch: int, depth: int, heads: int, augment: bool
+    ) -> None:
+        super().__init__()
+        self.augment = ImageAugment() if augment else nn.Identity()
+        self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.position = nn.Parameter(torch.randn((size // patch) ** 2, dim) * 0.02)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        x = self.augment(x)
+        tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position  # (B, patches, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return Tokens(self.norm(tokens), mask)
+
+
+@register_encoder("image_patch")
+def image_patch(
+    dim: int,
+    size: int,
+    *,
+    patch: int = 8,
+    depth: int = 2,
+    heads: int = 4,
+    augment: bool = False,
+) -> PatchImageEncoder:
+    """(size / patch)**2 patch tokens through `depth` transformer layers. `augment`: random
+    resized crop, flip and colour jitter while training."""
+    if patch < 1 or size % patch:
+        raise ConfigError(f"image_patch: image size {size} is not a multiple of patch {patch}")
+    return PatchImageEncoder(
+        dim=dim, size=size, patch=patch, depth=depth, heads=heads, augment=augment
+    )

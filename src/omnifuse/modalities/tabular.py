@@ -64,7 +64,7 @@ class TabularModality(Modality[TabularConfig]):
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> TabularConfig:
         stats = {}
         for column in self.config.numeric:
-            numbers = [manifest.located(i, partial(self.number, column=column)) for i in rows]
+            numbers = manifest.readable(rows, partial(self.number, column=column))
             values = torch.tensor(numbers, dtype=torch.float64)
             values = values[~values.isnan()]
             if len(values) < 2:
@@ -76,6 +76,9 @@ class TabularModality(Modality[TabularConfig]):
             for column in self.config.categorical
         }
         return self.config.model_copy(update={"stats": stats, "categories": categories})
+
+    def template(self) -> Tensor:
+        return torch.zeros(len(self.config.numeric) + len(self.config.categorical))
 
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder

@@ -1,0 +1,82 @@
+"""Precomputed embeddings: a JSON list of numbers or a .npy file per row, projected to tokens.
+
+The vector's length must equal the configured `dim`; NaN and infinite values are errors. The
+encoder layer-normalises the vector (embeddings from other models come at any scale) and
+projects it to `tokens` tokens, each with a learned position.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from omnifuse.config import VectorConfig
+from omnifuse.errors import ConfigError, DataError
+from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.registry import create_encoder, register_encoder
+
+
+class VectorModality(Modality[VectorConfig]):
+    def load_value(self, value: Any, root: Path) -> Tensor:
+        where = f"column '{self.column}'"
+        try:
+            if isinstance(value, list):
+                data: Any = value
+            elif isinstance(value, str) and value.lstrip().startswith("["):
+                data = json.loads(value)
+            elif isinstance(value, str) and Path(value).suffix.lower() == ".npy":
+                data = np.load(self.resolve(value, root), allow_pickle=False)
+            else:
+                raise DataError(
+                    f"{where}: expected a JSON list of numbers or a .npy file, got {value!r:.60}"
+                )
+            array = np.array(data, dtype=np.float32)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not a valid JSON list: {error.msg}") from None
+        except (ValueError, TypeError, OSError) as error:
+            raise DataError(f"{where}: cannot read vector {value!r:.60}: {error}") from None
+        if array.ndim == 2 and array.shape[0] == 1:
+            array = array[0]
+        if array.shape != (self.config.dim,):
+            raise DataError(
+                f"{where}: vector of shape {tuple(array.shape)}, expected ({self.config.dim},) "
+                f"(modalities.{self.name}.dim)"
+            )
+        if not np.isfinite(array).all():
+            raise DataError(f"{where}: the vector holds NaN or infinite values")
+        return torch.from_numpy(array)
+
+    def template(self) -> Tensor:
+        return torch.zeros(self.config.dim)
+
+    def build_encoder(self, dim: int) -> nn.Module:
+        encoder = self.config.encoder
+        return create_encoder(encoder.type, dim=dim, features=self.config.dim, **encoder.options)
+
+
+class VectorProjection(nn.Module):
+    def __init__(self, *, dim: int, features: int, tokens: int) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.norm = nn.LayerNorm(features)
+        self.project = nn.Linear(features, tokens * dim)
+        self.position = nn.Parameter(torch.randn(tokens, dim) * 0.02)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        # x: (B, features) -> (B, tokens, D)
+        tokens = self.project(self.norm(x)).unflatten(1, (self.tokens, -1)) + self.position
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+        return Tokens(tokens, mask)
+
+
+@register_encoder("vector_projection")
+def vector_projection(dim: int, features: int, *, tokens: int = 1) -> VectorProjection:
+    """A layer-normalised vector of `features` numbers as `tokens` tokens."""
+    if tokens < 1:
+        raise ConfigError(f"vector_projection: tokens ({tokens}) must be >= 1")
+    return VectorProjection(dim=dim, features=features, tokens=tokens)

@@ -1,0 +1,163 @@
+"""Video without a decoder: frames from a folder of images or a .npy array; a tubelet encoder.
+
+A cell names a folder of frame images (sorted by file name) or a .npy array (T, H, W, C) or
+(T, H, W) of uint8. `frames` frames are taken uniformly (the middle of each of `frames` equal
+segments, so a clip shorter than `frames` repeats frames), resized to `size` x `size` RGB and
+normalised per channel with statistics fitted on the training split: a (3, frames, size, size)
+tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from omnifuse.config import VideoConfig
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import ConfigError, DataError
+from omnifuse.layers.attention import SelfAttentionBlock
+from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.registry import create_encoder, register_encoder
+
+FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def sample_indices(total: int, frames: int) -> list[int]:
+    """`frames` indices into `total` frames, one at the middle of each equal segment."""
+    return [int((i + 0.5) * total / frames) for i in range(frames)]
+
+
+class VideoModality(Modality[VideoConfig]):
+    def read(self, value: Any, root: Path) -> Tensor:
+        """The sampled frames as (3, frames, size, size) floats in [0, 1]."""
+        path = Path(str(value))
+        path = path if path.is_absolute() else root / path
+        if path.is_dir():
+            frames = self.folder_frames(path, value)
+        elif path.is_file() and path.suffix.lower() == ".npy":
+            frames = self.array_frames(path, value)
+        elif path.is_file():
+            raise DataError(
+                f"column '{self.column}': {value} is neither a folder of frames nor a .npy file"
+            )
+        else:
+            raise DataError(f"column '{self.column}': file or folder not found: {value}")
+        size = (self.config.size, self.config.size)
+        array = np.stack([np.asarray(f.resize(size, Image.Resampling.BILINEAR)) for f in frames])
+        video = torch.from_numpy(array.astype(np.float32) / 255.0)  # (frames, size, size, 3)
+        return video.permute(3, 0, 1, 2).contiguous()
+
+    def folder_frames(self, folder: Path, value: Any) -> list[Image.Image]:
+        names = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+        if not names:
+            raise DataError(f"column '{self.column}': no frame images in folder {value}")
+        frames = []
+        for index in sample_indices(len(names), self.config.frames):
+            try:
+                with Image.open(names[index]) as image:
+                    frames.append(image.convert("RGB"))
+            except (UnidentifiedImageError, OSError) as error:
+                raise DataError(
+                    f"column '{self.column}': cannot read frame {names[index].name} of {value}: "
+                    f"{error}"
+                ) from None
+        return frames
+
+    def array_frames(self, path: Path, value: Any) -> list[Image.Image]:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataError(f"column '{self.column}': cannot read array {value}: {error}") from None
+        if array.ndim == 3:
+            array = array[..., None]
+        if array.ndim != 4 or array.shape[-1] not in (1, 3) or 0 in array.shape:
+            raise DataError(
+                f"column '{self.column}': {value} has shape {tuple(array.shape)}, "
+                f"expected (T, H, W, C) with C 1 or 3"
+            )
+        if array.dtype != np.uint8:
+            raise DataError(f"column '{self.column}': {value} holds {array.dtype}, expected uint8")
+        picked = array[sample_indices(array.shape[0], self.config.frames)]
+        if picked.shape[-1] == 1:
+            picked = picked[..., 0]  # Pillow takes grey frames as (H, W)
+        return [Image.fromarray(np.asarray(frame)).convert("RGB") for frame in picked]
+
+    def load_value(self, value: Any, root: Path) -> Tensor:
+        mean = torch.tensor(self.config.mean or [0.5] * 3).view(3, 1, 1, 1)
+        std = torch.tensor(self.config.std or [0.25] * 3).view(3, 1, 1, 1)
+        return (self.read(value, root) - mean) / std
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> VideoConfig:
+        videos = self.read_some(manifest, rows, limit=64)
+        if not videos:
+            return self.config
+        pixels = torch.stack(videos).transpose(0, 1).flatten(1)  # (3, pixels)
+        return self.config.model_copy(
+            update={"mean": pixels.mean(1).tolist(), "std": pixels.std(1).clamp(min=1e-3).tolist()}
+        )
+
+    def template(self) -> Tensor:
+        return torch.zeros(3, self.config.frames, self.config.size, self.config.size)
+
+    def build_encoder(self, dim: int) -> nn.Module:
+        encoder = self.config.encoder
+        return create_encoder(
+            encoder.type,
+            dim=dim,
+            frames=self.config.frames,
+            size=self.config.size,
+            **encoder.options,
+        )
+
+
+class TubeletEncoder(nn.Module):
+    """ViViT-style tubelets: non-overlapping `tubelet` x `patch` x `patch` blocks embedded by a
+    3-d convolution, with learned time and space positions, through transformer layers."""
+
+    def __init__(
+        self, *, dim: int, frames: int, size: int, tubelet: int, patch: int, depth: int, heads: int
+    ) -> None:
+        super().__init__()
+        kernel = (tubelet, patch, patch)
+        self.embed = nn.Conv3d(3, dim, kernel, stride=kernel)
+        self.time_position = nn.Parameter(torch.randn(frames // tubelet, 1, dim) * 0.02)
+        self.space_position = nn.Parameter(torch.randn(1, (size // patch) ** 2, dim) * 0.02)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        # x: (B, 3, frames, size, size) -> (B, D, steps, grid, grid)
+        grid = self.embed(x)
+        tokens = grid.flatten(3).permute(0, 2, 3, 1)  # (B, steps, grid*grid, D)
+        tokens = (tokens + self.time_position + self.space_position).flatten(1, 2)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return Tokens(self.norm(tokens), mask)
+
+
+@register_encoder("video_tubelet")
+def video_tubelet(
+    dim: int,
+    frames: int,
+    size: int,
+    *,
+    tubelet: int = 2,
+    patch: int = 16,
+    depth: int = 2,
+    heads: int = 4,
+) -> TubeletEncoder:
+    """(frames / tubelet) * (size / patch)**2 tokens through `depth` transformer layers."""
+    if tubelet < 1 or frames % tubelet:
+        raise ConfigError(f"video_tubelet: frames {frames} is not a multiple of tubelet {tubelet}")
+    if patch < 1 or size % patch:
+        raise ConfigError(f"video_tubelet: frame size {size} is not a multiple of patch {patch}")
+    return TubeletEncoder(
+        dim=dim, frames=frames, size=size, tubelet=tubelet, patch=patch, depth=depth, heads=heads
+    )

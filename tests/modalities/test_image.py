@@ -1,0 +1,86 @@
+"""Images: normalisation, the patch encoder's size check, training-only augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from omnifuse.config import ImageConfig
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import ConfigError, DataError
+from omnifuse.modalities import create_modality
+from omnifuse.modalities.image_augment import ImageAugment
+from omnifuse.registry import create_encoder
+
+
+def test_image_imagenet_normalisation_needs_no_fitting(tmp_path: Path):
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "red.png")
+    modality = create_modality("image", ImageConfig(size=8, normalize="imagenet"))
+    manifest = Manifest(tmp_path / "m.jsonl", [{"image": "red.png"}])
+    assert modality.fit(manifest, [0]).mean is None
+    pixel = modality.load({"image": "red.png"}, tmp_path)[:, 0, 0]
+    expected = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0 - 0.406) / 0.225]
+    torch.testing.assert_close(pixel, torch.tensor(expected))
+
+
+def test_bad_image_files_are_clear_errors(tmp_path: Path):
+    (tmp_path / "bad.png").write_text("not an image")
+    modality = create_modality("photo", ImageConfig(size=8))
+    with pytest.raises(DataError, match=r"column 'photo': file not found: gone.png"):
+        modality.load({"photo": "gone.png"}, tmp_path)
+    with pytest.raises(DataError, match=r"column 'photo': cannot read image bad.png"):
+        modality.load({"photo": "bad.png"}, tmp_path)
+
+
+def test_patch_encoder_counts_tokens_and_checks_the_patch_size():
+    encoder = create_encoder("image_patch", dim=16, size=32, patch=8, depth=1)
+    out = encoder(torch.randn(2, 3, 32, 32), torch.zeros(2))
+    assert out.tokens.shape == (2, 16, 16) and out.mask.all()
+    with pytest.raises(
+        ConfigError, match=r"image_patch: image size 30 is not a multiple of patch 8"
+    ):
+        create_encoder("image_patch", dim=16, size=30)
+    conv = create_encoder("image_conv", dim=16, size=30, stages=2)  # any size: ceil(30 / 4)**2
+    assert conv(torch.randn(1, 3, 30, 30), torch.zeros(1)).tokens.shape == (1, 64, 16)
+
+
+def test_augmentation_changes_images_only_in_training():
+    torch.manual_seed(0)
+    augment = ImageAugment()
+    x = torch.randn(8, 3, 16, 16)
+    augmented = augment.train()(x)
+    assert augmented.shape == x.shape and torch.isfinite(augmented).all()
+    assert not torch.allclose(augmented, x)
+    assert torch.equal(augment.eval()(x), x)
+
+
+def test_augmentation_parts_do_what_they_say():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    flip = ImageAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=1.0).train()
+    torch.testing.assert_close(flip.crop_and_flip(x), x.flip(-1), atol=1e-5, rtol=0)
+    keep = ImageAugment(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=0.0).train()
+    torch.testing.assert_close(keep.crop_and_flip(x), x, atol=1e-5, rtol=0)
+    grey = torch.randn(4, 1, 8, 8).expand(4, 3, 8, 8)
+    shifted = ImageAugment(brightness=0.5, contrast=0.0, saturation=0.0).jitter(grey)
+    offset = shifted - grey  # one additive shift per image
+    assert torch.allclose(offset, offset[:, :1, :1, :1].expand_as(offset), atol=1e-6)
+    assert offset[:, 0, 0, 0].abs().max() <= 0.5
+
+
+@pytest.mark.parametrize("name", ["image_conv", "image_patch"])
+def test_image_encoders_augment_only_when_asked_and_training(name: str):
+    x = torch.randn(2, 3, 16, 16)
+    plain = create_encoder(name, dim=16, size=16).train()
+    augmented = create_encoder(name, dim=16, size=16, augment=True)
+    augmented.load_state_dict(plain.state_dict())  # augmentation adds no weights
+    lengths = torch.zeros(2)
+    torch.manual_seed(0)
+    assert torch.equal(plain(x, lengths).tokens, plain(x, lengths).tokens)
+    assert not torch.allclose(augmented.train()(x, lengths).tokens, plain(x, lengths).tokens)
+    augmented.eval()
+    plain.eval()
+    assert torch.equal(augmented(x, lengths).tokens, plain(x, lengths).tokens)
