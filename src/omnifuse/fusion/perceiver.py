@@ -9,29 +9,42 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import Fused
+from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, sized
 from omnifuse.layers.attention import CrossAttentionBlock, SelfAttentionBlock
 from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
 class PerceiverFusion(nn.Module):
+    output = "tokens"
+
     def __init__(
-        self, *, dim: int, modalities: Sequence[str], latents: int, depth: int, heads: int
+        self,
+        *,
+        dim: int,
+        modalities: Sequence[str],
+        latents: int,
+        depth: int,
+        heads: int,
+        width: int,
     ) -> None:
         super().__init__()
+        self.width = width
+        ratio = mlp_ratio(width, dim)
         self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
         self.modality = nn.ParameterDict(
             {name: nn.Parameter(torch.randn(dim) * 0.02) for name in sorted(modalities)}
         )
         # Always valid, so a sample lacking every modality still has a key to attend to.
         self.null = nn.Parameter(torch.randn(1, dim) * 0.02)
-        self.cross = CrossAttentionBlock(dim=dim, heads=heads)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(dim=dim, heads=heads) for _ in range(depth))
+        self.cross = CrossAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio)
+        self.blocks = nn.ModuleList(
+            SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, inputs: dict[str, Tokens]) -> Fused:
-        batch = next(iter(inputs.values())).tokens.shape[0]
+        batch = batch_size(inputs)
         context = [self.null.expand(batch, 1, -1)]
         masks = [torch.ones(batch, 1, dtype=torch.bool, device=self.null.device)]
         for name in sorted(inputs):
@@ -48,9 +61,23 @@ class PerceiverFusion(nn.Module):
 
 @register_fusion("perceiver")
 def perceiver(
-    dim: int, modalities: Sequence[str], *, latents: int = 16, depth: int = 2, heads: int = 4
-) -> PerceiverFusion:
-    """A latent array of `latents` tokens, one cross-attention, `depth` latent self-attentions."""
-    return PerceiverFusion(
-        dim=dim, modalities=modalities, latents=latents, depth=depth, heads=heads
+    dim: int,
+    modalities: Sequence[str],
+    *,
+    latents: int = 16,
+    depth: int = 2,
+    heads: int = 4,
+    width: int | None = None,
+    budget: int | None = None,
+) -> nn.Module:
+    """A latent array of `latents` tokens, one cross-attention, `depth` latent self-attentions;
+    `width` hidden units per MLP (default 2 * dim), or the width that gives about `budget`
+    parameters."""
+    return sized(
+        lambda w: PerceiverFusion(
+            dim=dim, modalities=modalities, latents=latents, depth=depth, heads=heads, width=w
+        ),
+        width=width,
+        budget=budget,
+        default=2 * dim,
     )

@@ -1,5 +1,5 @@
-"""Output layers shared by tasks."""
+"""Output layers shared by tasks: the Perceiver IO query decoder and per-task query heads."""
 
-from omnifuse.heads.query import QueryHead
+from omnifuse.heads.query import QueryDecoder, QueryHead
 
-__all__ = ["QueryHead"]
+__all__ = ["QueryDecoder", "QueryHead"]
