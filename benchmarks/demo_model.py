@@ -19,7 +19,7 @@ from omnifuse.cli import resolve_config
 from omnifuse.config import parse_config
 from omnifuse.eval.evaluate import predict
 from omnifuse.model import OmnifuseModel
-from omnifuse.train.loop import make_loader
+from omnifuse.train.loop import epoch_order
 from omnifuse.train.run import prepare
 
 
@@ -41,11 +41,14 @@ def main() -> None:
     model = OmnifuseModel.build(prepared.config)
     batch_size = prepared.config.train.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = make_loader(samples, prepared.collate, batch_size, shuffle=True)
-    batches = []
-    while len(batches) < args.steps:  # collate up front: time the model, not the collate
-        batches.extend(loader)
-    batches = batches[: args.steps]
+    order = epoch_order(len(samples), seed=0, epoch=0) * (
+        args.steps * batch_size // len(samples) + 1
+    )
+    # collate up front: time the model, not the collate
+    batches = [
+        prepared.collate([samples[i] for i in order[k * batch_size : (k + 1) * batch_size]])
+        for k in range(args.steps)
+    ]
     model.train()
     start = time.perf_counter()
     for batch in batches:

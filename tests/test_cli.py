@@ -110,3 +110,67 @@ def test_every_preset_is_a_valid_config(name: str):
     config = resolve_config(f"preset:{name}")
     assert config.data.dataset is not None and config.data.dataset.type == "world"
     assert set(config.modalities) == {"image", "text", "audio", "tabular"}
+
+
+@pytest.fixture(scope="module")
+def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    config = out.parent / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(world, epochs=1)))
+    result = invoke("train", config, "--out", out, "--set", "train.epochs=2", "--set", "seed=1")
+    assert result.exit_code == 1 and "seed: unknown field" in result.output  # checked first
+    result = invoke("train", config, "--out", out, "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+    return out
+
+
+def test_eval_matches_the_run_and_reads_other_manifests(trained: Path, world: Path):
+    result = invoke("eval", trained)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    written = json.loads((trained / "metrics.json").read_text())
+    assert metrics["tasks"] == written["tasks"] and metrics["data"] == "test split"
+    on_all = json.loads(invoke("eval", trained, "--data", world).stdout)
+    assert on_all["samples"] == 160
+
+
+def test_predict_from_files_and_from_a_manifest(trained: Path, world: Path):
+    rows = pq.read_table(world).to_pylist()
+    images = [str(world.parent / r["image"]) for r in rows if r["image"]][:2]
+    result = invoke("predict", trained, *images)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["id"] for line in lines] == images
+    scene = lines[0]["scene"]
+    assert scene["label"] in scene["probabilities"]
+    assert abs(sum(scene["probabilities"].values()) - 1) < 1e-4
+    assert isinstance(lines[0]["score"], float) and "retrieval" not in lines[0]
+    from_manifest = invoke("predict", trained, world)
+    assert len(from_manifest.stdout.splitlines()) == 160
+    stray = invoke("predict", trained, str(world.parent / "world.json"))
+    assert stray.exit_code == 1 and "not a file this model reads" in stray.output
+
+
+def test_embed_gives_unit_vectors_in_the_shared_space(trained: Path, world: Path, tmp_path: Path):
+    caption = tmp_path / "caption.txt"
+    caption.write_text("a large red circle")
+    image = next(
+        str(world.parent / r["image"]) for r in pq.read_table(world).to_pylist() if r["image"]
+    )
+    result = invoke("embed", trained, image, caption)
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert set(first) == {"id", "image"} and set(second) == {"id", "text"}
+    assert abs(sum(v * v for v in first["image"]) - 1) < 1e-3
+    assert len(first["image"]) == len(second["text"]) == 8
+
+
+def test_resume_from_the_command_line(world: Path, tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(world, epochs=1)))
+    assert invoke("train", config, "--out", tmp_path / "r").exit_code == 0
+    again = invoke("train", config, "--out", tmp_path / "r")
+    assert again.exit_code == 1 and "--resume" in again.output
+    resumed = invoke("train", config, "--out", tmp_path / "r", "--resume")
+    assert resumed.exit_code == 0, resumed.output

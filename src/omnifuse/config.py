@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -68,11 +68,18 @@ class ImageConfig(StrictModel):
 
 
 class TextConfig(StrictModel):
-    """A text value per row, as UTF-8 bytes, truncated to `max_length`."""
+    """A text value per row as token ids, truncated to `max_length` (an empty cell is absent).
+
+    `tokenizer: bytes` uses UTF-8 bytes; `bpe` a byte-level BPE of `vocab_size` tokens trained
+    on the training split (its `merges` are fitted), which still encodes any input.
+    """
 
     kind: Literal["text"] = "text"
     column: str | None = None
     max_length: int = Field(128, ge=1)
+    tokenizer: Literal["bytes", "bpe"] = "bytes"
+    vocab_size: int = Field(4096, ge=258)  # bpe: the padding id, 256 bytes, then merges
+    merges: list[tuple[str, str]] | None = None  # bpe merges, fitted on the training split
     encoder: Component = Component(type="text_transformer")
 
 
@@ -111,8 +118,51 @@ class TabularConfig(StrictModel):
         return self
 
 
+class TimeSeriesConfig(StrictModel):
+    """A series per row: a .npy or .csv file, or a JSON list, laid out time x channels (a 1-d
+    list or array is one channel); NaN marks a gap. Standardised per channel, cut to
+    `max_length` steps."""
+
+    kind: Literal["timeseries"] = "timeseries"
+    column: str | None = None
+    channels: int | None = Field(None, ge=1)  # fitted from the training split when unset
+    max_length: int = Field(512, ge=1)
+    encoder: Component = Component(type="timeseries_patch")
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+
+class VideoConfig(StrictModel):
+    """A folder of frame images (sorted by name) or a .npy array (T, H, W, C) of uint8 per row;
+    `frames` frames sampled uniformly, each resized to `size` x `size` RGB."""
+
+    kind: Literal["video"] = "video"
+    column: str | None = None
+    frames: int = Field(8, ge=1)
+    size: int = Field(64, ge=8)
+    encoder: Component = Component(type="video_tubelet")
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+
+class VectorConfig(StrictModel):
+    """A precomputed embedding per row: a JSON list of `dim` numbers or a .npy file."""
+
+    kind: Literal["vector"] = "vector"
+    column: str | None = None
+    dim: int = Field(ge=1)
+    encoder: Component = Component(type="vector_projection")
+
+
 ModalityConfig = Annotated[
-    ImageConfig | TextConfig | AudioConfig | TabularConfig, Field(discriminator="kind")
+    ImageConfig
+    | TextConfig
+    | AudioConfig
+    | TabularConfig
+    | TimeSeriesConfig
+    | VideoConfig
+    | VectorConfig,
+    Field(discriminator="kind"),
 ]
 
 
@@ -139,6 +189,9 @@ class ModelConfig(StrictModel):
     dim: int = Field(64, ge=8)
     fusion: Component = Component(type="perceiver")
     tasks: dict[str, Component]
+    # chance that each present modality of a training sample is hidden from the model for that
+    # step (never the last one present); 0 turns it off, evaluation never drops
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _has_tasks(self) -> ModelConfig:
@@ -155,6 +208,7 @@ class TrainConfig(StrictModel):
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
+    checkpoint_every: int = Field(100, ge=0)  # steps between checkpoints (0: epoch ends only)
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
 
 
@@ -280,13 +334,38 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
         raise ConfigError(f"{source}: {error}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a run config from a YAML or JSON file."""
+def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
+    """`data` with each `key.path=value` applied; the value is parsed as YAML (so `3` is an
+    int, `[a, b]` a list, `{type: early}` a mapping)."""
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {override}: expected KEY.PATH=VALUE")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {override}: the value is not valid YAML") from None
+        node = data
+        *parents, last = key.split(".")
+        for depth, part in enumerate(parents):
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parents[:depth])} is not a mapping")
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parents)} is not a mapping")
+        node[last] = value
+    return data
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The parsed content of a YAML or JSON config file."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as error:
@@ -294,4 +373,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(
             f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {line}"
         ) from None
-    return parse_config(data, str(path))
+    return data
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config from a YAML or JSON file."""
+    return parse_config(read_config_file(path), str(path))

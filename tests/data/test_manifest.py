@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from omnifuse.config import parse_config
-from omnifuse.data.dataset import fit_config, load_samples
+from omnifuse.data.dataset import BadRowsError, fit_config, load_samples
 from omnifuse.data.manifest import read_manifest, split_rows
 from omnifuse.errors import DataError
 from omnifuse.model import OmnifuseModel
@@ -56,7 +56,12 @@ def load(manifest_path: Path) -> list:
     splits = split_rows(manifest, column="split", val_fraction=0, test_fraction=0, seed=0)
     fitted = fit_config(run, manifest, splits["train"])
     model = OmnifuseModel.build(fitted)
-    return load_samples(manifest, range(len(manifest.rows)), model.modalities, model.task_dict())
+    samples, bad = load_samples(
+        manifest, range(len(manifest.rows)), model.modalities, model.task_dict()
+    )
+    if bad:
+        raise BadRowsError(manifest, bad)
+    return samples
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -73,7 +78,10 @@ def test_missing_file_names_row_and_column(folder: Path):
     (folder / "b.png").unlink()
     with pytest.raises(DataError) as error:
         load(write(folder, ROWS, "jsonl"))
-    assert str(error.value) == "manifest.jsonl row 2 (id b), column 'image': file not found: b.png"
+    assert str(error.value).startswith(
+        "manifest.jsonl row 2 (id b), column 'image': file not found: b.png; list them with "
+        "`omnifuse data validate manifest.jsonl`, or leave them out with --skip-bad"
+    )
 
 
 def test_unreadable_image_names_row_and_column(folder: Path):
@@ -118,3 +126,15 @@ def test_seeded_split_without_a_split_column(folder: Path):
     )
     assert [len(first[k]) for k in ("train", "val", "test")] == [70, 10, 20]
     assert sorted(first["train"] + first["val"] + first["test"]) == list(range(100))
+
+
+def test_values_given_in_the_config_are_not_refitted(folder: Path):
+    path = write(folder, ROWS, "jsonl")
+    data = config(path)
+    data["model"]["tasks"]["y"]["classes"] = ["dog", "cat", "bird"]
+    data["modalities"]["image"]["mean"] = [0.1, 0.2, 0.3]
+    manifest = read_manifest(path)
+    fitted = fit_config(parse_config(data), manifest, [0, 1])
+    assert fitted.model.tasks["y"].options["classes"] == ["dog", "cat", "bird"]
+    assert fitted.modalities["image"].mean == [0.1, 0.2, 0.3]
+    assert fitted.modalities["image"].std is not None  # unset: fitted

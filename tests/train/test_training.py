@@ -46,7 +46,7 @@ def test_run_writes_metrics_plots_and_model(world: Path, tmp_path: Path):
         parse_config(tiny_config(world, epochs=1)), tmp_path, baselines=True, progress=False
     )
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written == metrics
+    assert json.dumps(written) == json.dumps(metrics)  # NaN-safe: ablation has undefined metrics
     assert set(written["tasks"]) == {"scene", "score", "retrieval"}
     assert set(written["tasks"]["scene"]) == {"accuracy", "macro_f1"}
     assert "image_to_text_R@1" in written["tasks"]["retrieval"]

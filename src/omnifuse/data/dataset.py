@@ -11,10 +11,10 @@ import json
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
 from tqdm import tqdm
 
 from omnifuse import __version__
@@ -56,11 +56,15 @@ def resolve_manifest(data: DataConfig, *, progress: bool = False) -> Path:
 
 
 def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> RunConfig:
-    """The config with every modality's and task's statistics fitted on the training rows."""
+    """The config with every modality's and task's statistics fitted on the training rows.
+
+    Only values left unset (None) are filled: a class list or a statistic given in the
+    config is kept as given.
+    """
     data = config.model_dump(mode="json")
     for name in config.modalities:
         fitted = create_modality(name, config.modalities[name]).fit(manifest, train)
-        data["modalities"][name] = fitted.model_dump(mode="json")
+        _fill_unset(data["modalities"][name], fitted.model_dump(mode="json"))
     for name, task in config.model.tasks.items():
         built = create_task(
             task.type,
@@ -69,8 +73,14 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
             modalities=list(config.modalities),
             **task.options,
         )
-        data["model"]["tasks"][name].update(built.fit(manifest, train))
+        _fill_unset(data["model"]["tasks"][name], built.fit(manifest, train))
     return RunConfig.model_validate(data).check()
+
+
+def _fill_unset(values: dict[str, Any], fitted: dict[str, Any]) -> None:
+    for key, value in fitted.items():
+        if values.get(key) is None:
+            values[key] = value
 
 
 def load_samples(
@@ -81,41 +91,62 @@ def load_samples(
     *,
     progress: bool = False,
     desc: str = "loading",
-) -> list[Sample]:
-    """Preprocess the given rows; a DataError names the row and column of the first bad cell."""
+) -> tuple[list[Sample], list[BadRow]]:
+    """Preprocess the given rows: the samples of the good ones, and every bad row with the
+    first problem found in it (row, column, what is wrong)."""
 
-    def sample(index: int, row: dict[str, Any]) -> Sample:
-        return Sample(
-            id=str(row.get("id", index)),
-            inputs={n: m.load(row, manifest.root) for n, m in sorted(modalities.items())},
-            targets={
-                n: t.load_target(row) for n, t in sorted(tasks.items()) if t.target is not None
-            },
-        )
-
-    def load(index: int) -> Sample:
-        return manifest.located(index, lambda row: sample(index, row))
+    def load(index: int) -> Sample | BadRow:
+        row = manifest.rows[index]
+        try:
+            return Sample(
+                id=str(row.get("id", index)),
+                inputs={n: m.load(row, manifest.root) for n, m in sorted(modalities.items())},
+                targets={
+                    n: t.load_target(row) for n, t in sorted(tasks.items()) if t.target is not None
+                },
+            )
+        except DataError as error:
+            return BadRow(index, manifest.where(index), str(error))
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = pool.map(load, indices)
-        return list(tqdm(results, total=len(indices), desc=desc, disable=not progress, leave=False))
+        loaded = pool.map(load, indices)
+        results = list(
+            tqdm(loaded, total=len(indices), desc=desc, disable=not progress, leave=False)
+        )
+    samples = [r for r in results if isinstance(r, Sample)]
+    return samples, [r for r in results if isinstance(r, BadRow)]
 
 
-def make_collate(samples: Sequence[Sample]) -> Collate:
-    """A collate whose templates come from the first sample that has each modality and target."""
-    templates: dict[str, Tensor] = {}
-    target_templates: dict[str, Tensor] = {}
-    for sample in samples:
-        for name, value in sample.inputs.items():
-            if value is not None:
-                templates.setdefault(name, value)
-        for name, value in sample.targets.items():
-            if value is not None:
-                target_templates.setdefault(name, value)
-    names = set(samples[0].inputs) - set(templates) if samples else set()
-    if names:
-        raise DataError(f"modality '{sorted(names)[0]}' is absent from every training sample")
-    return Collate(templates, target_templates)
+@dataclass(frozen=True)
+class BadRow:
+    """A manifest row that cannot be used: its index, where it is, and what is wrong."""
+
+    index: int
+    where: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.where}, {self.problem}"
+
+
+class BadRowsError(DataError):
+    """Rows that cannot be used; the message names the first, `rows` holds them all."""
+
+    def __init__(self, manifest: Manifest, rows: list[BadRow]) -> None:
+        self.rows = rows
+        more = f" (and {len(rows) - 1} more bad rows)" if len(rows) > 1 else ""
+        super().__init__(
+            f"{rows[0]}{more}; list them with `omnifuse data validate {manifest.path.name}`, "
+            "or leave them out with --skip-bad"
+        )
+
+
+def make_collate(modalities: dict[str, Modality], tasks: dict[str, Task]) -> Collate:
+    """The collate for a model's modalities and tasks, whatever the batch holds."""
+    return Collate(
+        {name: modality.template() for name, modality in modalities.items()},
+        {name: task.target_template() for name, task in tasks.items() if task.target is not None},
+    )
 
 
 def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,12 +39,16 @@ class Manifest:
             f" (id {row_id})" if row_id is not None else ""
         )
 
-    def located(self, index: int, read: Callable[[dict[str, Any]], T]) -> T:
-        """`read(row)` for one row; a DataError it raises is prefixed with where the row is."""
-        try:
-            return read(self.rows[index])
-        except DataError as error:
-            raise DataError(f"{self.where(index)}, {error}") from None
+    def readable(self, indices: Sequence[int], read: Callable[[dict[str, Any]], T]) -> list[T]:
+        """`read(row)` for each of the rows that it can read. Statistics are fitted on these;
+        the rows it cannot read are reported, or refused, when samples are loaded."""
+        values = []
+        for index in indices:
+            try:
+                values.append(read(self.rows[index]))
+            except DataError:
+                continue
+        return values
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -52,22 +56,27 @@ def read_manifest(path: str | Path) -> Manifest:
     if not path.is_file():
         raise DataError(f"{path}: manifest not found")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
+    try:
+        if suffix == ".parquet":
             rows = pq.read_table(path).to_pylist()
-        except (pa.ArrowException, OSError) as error:
-            raise DataError(f"{path}: cannot read Parquet: {error}") from None
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _read_jsonl(path)
-    elif suffix == ".csv":
-        with path.open(newline="") as file:
-            rows = [
-                {k: (v if v != "" else None) for k, v in r.items()} for r in csv.DictReader(file)
-            ]
-    else:
-        raise DataError(
-            f"{path}: unknown manifest format '{suffix}' (use .csv, .jsonl or .parquet)"
-        )
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = _read_jsonl(path)
+        elif suffix == ".csv":
+            with path.open(newline="") as file:
+                rows = [
+                    {k: (v if v != "" else None) for k, v in r.items()}
+                    for r in csv.DictReader(file)
+                ]
+        else:
+            raise DataError(
+                f"{path}: unknown manifest format '{suffix}' (use .csv, .jsonl or .parquet)"
+            )
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: cannot read the manifest: {str(error).splitlines()[0]}") from None
+    except csv.Error as error:
+        raise DataError(f"{path}: not valid CSV: {error}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
     if not rows:
         raise DataError(f"{path}: the manifest has no rows")
     return Manifest(path, rows)

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from omnifuse.data.batch import Batch
 from omnifuse.errors import ConfigError
 from omnifuse.eval.metrics import recall_at_k, retrieval_ranks
-from omnifuse.fusion.base import Fused
 from omnifuse.registry import register_task
 from omnifuse.tasks.base import Task, no_loss
 
@@ -49,7 +48,7 @@ class Alignment(Task):
         first, second = self.pair
         return batch.present[first] & batch.present[second]
 
-    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
+    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
         projected = [F.normalize(self.projections[m](embeddings[m]), dim=-1) for m in self.pair]
         return torch.stack(projected, dim=1)  # (B, 2, embed_dim)
 

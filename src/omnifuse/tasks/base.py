@@ -5,22 +5,30 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
-from omnifuse.fusion.base import Fused
+from omnifuse.heads.query import QueryHead
 
 
 class Task(nn.Module):
-    """Base of all tasks. `target` names the manifest column it learns from (None for none)."""
+    """Base of all tasks. `target` names the manifest column it learns from (None for none).
+
+    A task that reads the fused tokens has a `head`: its learned output queries, which the
+    model's shared Perceiver IO decoder reads out, and its output layer. A task without one
+    (alignment) reads only the per-modality embeddings.
+    """
 
     target: str | None = None
+    head: QueryHead | None
 
     def __init__(self, *, name: str, weight: float) -> None:
         super().__init__()
         self.name = name
         self.weight = weight
+        self.head = None  # tasks that read the fused tokens set their QueryHead
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
         """Options fitted on the training rows (class lists, statistics); stored in the config."""
@@ -30,11 +38,22 @@ class Task(nn.Module):
         """The target for one row, or None when the row has no label for this task."""
         return None
 
+    def target_template(self) -> Tensor:
+        """A placeholder target (shape and dtype) for samples without a label."""
+        return torch.zeros(())
+
+    def describe(self, prediction: Tensor) -> Any:
+        """One sample's prediction as JSON-able output, or None for tasks that predict no
+        target (alignment: see `omnifuse embed`)."""
+        return None
+
     def labelled(self, batch: Batch) -> Tensor:
         """(B,) which samples of the batch count for this task's loss and metrics."""
         return batch.labelled[self.name]
 
-    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
+    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
+        """The prediction from `decoded` (B, Q, D), this task's queries as read by the
+        decoder (None for a task without a head), and the per-modality embeddings."""
         raise NotImplementedError
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:

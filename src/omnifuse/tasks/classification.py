@@ -13,7 +13,6 @@ from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError
 from omnifuse.eval.metrics import accuracy, macro_f1
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryHead
 from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
@@ -29,6 +28,7 @@ def _label_order(label: str) -> tuple[int, float | str]:
 
 class Classification(Task):
     target: str
+    head: QueryHead
 
     def __init__(
         self, *, name: str, dim: int, target: str, classes: list[str] | None, weight: float
@@ -45,6 +45,20 @@ class Classification(Task):
             raise DataError(f"column '{self.target}': fewer than 2 classes in the training split")
         return {"classes": sorted(labels, key=_label_order)}
 
+    def target_template(self) -> Tensor:
+        return torch.zeros((), dtype=torch.long)
+
+    def describe(self, prediction: Tensor) -> dict[str, Any]:
+        """The most probable class and every class's probability."""
+        probabilities = prediction.softmax(-1).tolist()
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return {
+            "label": self.classes[best],
+            "probabilities": {
+                c: round(p, 6) for c, p in zip(self.classes, probabilities, strict=True)
+            },
+        }
+
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
         value = row.get(self.target)
         if is_missing(value):
@@ -57,8 +71,9 @@ class Classification(Task):
                 f"{len(self.classes)} classes of task '{self.name}'"
             ) from None
 
-    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
-        return self.head(fused)[:, 0]  # (B, classes) logits
+    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
+        assert decoded is not None
+        return self.head(decoded)[:, 0]  # (B, classes) logits
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
         keep = self.labelled(batch)

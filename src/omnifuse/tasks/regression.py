@@ -13,7 +13,6 @@ from torch import Tensor
 from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryHead
 from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
@@ -22,6 +21,7 @@ from omnifuse.tasks.base import Task, no_loss
 
 class Regression(Task):
     target: str
+    head: QueryHead
 
     def __init__(
         self,
@@ -52,18 +52,22 @@ class Regression(Task):
         return number
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
-        cells = [manifest.located(i, self.value) for i in rows]
+        cells = manifest.readable(rows, self.value)
         values = torch.tensor([v for v in cells if v is not None])
         if len(values) < 2:
             raise DataError(f"column '{self.target}': fewer than 2 values in the training split")
         return {"mean": values.mean().item(), "std": max(values.std().item(), 1e-6)}
 
+    def describe(self, prediction: Tensor) -> float:
+        return round(float(prediction), 6)
+
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
         value = self.value(row)
         return None if value is None else torch.tensor(value, dtype=torch.float32)
 
-    def forward(self, fused: Fused, embeddings: dict[str, Tensor]) -> Tensor:
-        return self.head(fused)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
+    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
+        assert decoded is not None
+        return self.head(decoded)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
         keep = self.labelled(batch)

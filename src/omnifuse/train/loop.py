@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
 from tqdm import tqdm
 
 from omnifuse.config import TrainConfig
 from omnifuse.data.batch import Collate, Sample
 from omnifuse.errors import OmnifuseError
 from omnifuse.model import OmnifuseModel
+from omnifuse.train.checkpoint import load_checkpoint, save_checkpoint
+from omnifuse.train.log import RunLog
 
 
 @dataclass
@@ -47,17 +51,23 @@ def warmup_cosine(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
-def make_loader(
-    samples: Sequence[Sample], collate: Collate, batch_size: int, *, shuffle: bool, seed: int = 0
-) -> DataLoader[Sample]:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        list(samples),  # type: ignore[arg-type]  # a list is a map-style dataset
-        batch_size=batch_size,
-        shuffle=shuffle,
-        collate_fn=collate,
-        generator=generator,
-        drop_last=shuffle and len(samples) > batch_size,  # equal-sized contrastive batches
+def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled sample order of one epoch: a function of (seed, epoch) alone, so that a
+    resumed run sees the same batches as an uninterrupted one."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=generator).tolist()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and position tables."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "position" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "position" in n]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
     )
 
 
@@ -68,34 +78,59 @@ def fit(
     *,
     collate: Collate,
     validate: Callable[[OmnifuseModel], dict[str, float]] | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    log: RunLog | None = None,
     progress: bool = True,
     desc: str = "training",
 ) -> History:
-    """Train `model` in place; `validate` (if given) is called after each epoch."""
+    """Train `model` in place; `validate` (if given) is called after each epoch.
+
+    With `checkpoints`, the full training state is saved there every
+    `config.checkpoint_every` steps and at each epoch's end; `resume` continues from it
+    exactly. `log` receives every step's and epoch's record.
+    """
     seed_everything(config.seed)
-    loader = make_loader(train, collate, config.batch_size, shuffle=True, seed=config.seed)
-    total = config.epochs * len(loader)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "position" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "position" in n]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    batch_size = min(config.batch_size, len(train))
+    per_epoch = len(train) // batch_size  # the incomplete last batch is dropped
+    total = config.epochs * per_epoch
+    optimizer = make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total, round(total * config.warmup_fraction))
     )
-    history = History()
-    bar = tqdm(total=total, desc=desc, disable=not progress, unit="step", leave=False)
-    for epoch in range(config.epochs):
+    history, step = History(), 0
+    if resume:
+        if checkpoints is None:
+            raise OmnifuseError("resuming needs a checkpoint folder")
+        step, saved = load_checkpoint(
+            checkpoints, model=model, optimizer=optimizer, schedule=schedule
+        )
+        history = History(**saved)
+
+    def save() -> None:
+        if checkpoints is not None:
+            save_checkpoint(
+                checkpoints,
+                model=model,
+                optimizer=optimizer,
+                schedule=schedule,
+                step=step,
+                history=asdict(history),
+            )
+
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, unit="step", leave=False)
+    for epoch in range(step // per_epoch, config.epochs):
+        order = epoch_order(len(train), config.seed, epoch)
         model.train()
-        for batch in loader:
+        for index in range(step - epoch * per_epoch, per_epoch):
+            start = time.perf_counter()
+            batch = collate(
+                [train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
+            )
             losses = model.training_forward(batch)
             if not torch.isfinite(losses["loss"]):
                 raise OmnifuseError(
-                    f"training diverged at epoch {epoch + 1}, step {len(history.steps) + 1}: "
+                    f"training diverged at epoch {epoch + 1}, step {step + 1}: "
                     f"loss is {losses['loss'].item()}; try a lower train.lr"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -103,12 +138,24 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             schedule.step()
+            step += 1
             record = {k: v.item() for k, v in losses.items()}
             lr = float(schedule.get_last_lr()[0])
-            history.steps.append({"epoch": epoch + 1, "lr": lr, **record})
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            history.steps.append({"step": step, "epoch": epoch + 1, "lr": lr, **record})
+            if log is not None:
+                log.step(history.steps[-1])
+            rate = len(batch) / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{rate:.0f}")
             bar.update()
+            at_epoch_end = index == per_epoch - 1
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and not at_epoch_end:
+                save()
         if validate is not None:
             history.epochs.append({"epoch": epoch + 1, **validate(model)})
+            if log is not None:
+                log.epoch(history.epochs[-1])
+        save()  # after validation, so that a resumed run does not validate this epoch again
     bar.close()
+    if log is not None:
+        log.close()
     return history

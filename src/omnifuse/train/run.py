@@ -6,9 +6,10 @@ metrics = run(load_config("world.yaml"), Path("runs/world"))
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +17,44 @@ import torch
 
 from omnifuse.config import RunConfig
 from omnifuse.data.batch import Collate, Sample
-from omnifuse.data.dataset import fit_config, load_samples, make_collate, read_splits
-from omnifuse.errors import DataError
+from omnifuse.data.dataset import (
+    BadRow,
+    BadRowsError,
+    fit_config,
+    load_samples,
+    make_collate,
+    read_splits,
+)
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate, predict
 from omnifuse.eval.metrics import confusion_matrix
 from omnifuse.eval.plots import plot_confusion, plot_training
-from omnifuse.model import OmnifuseModel
+from omnifuse.eval.report import modality_ablation, plot_retrieval_examples, write_report
+from omnifuse.model import CONFIG_FILE, OmnifuseModel
+from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
+from omnifuse.train.checkpoint import CHECKPOINT_FILE
+from omnifuse.train.log import RunLog
 from omnifuse.train.loop import History, fit, seed_everything
 
 METRICS_FILE = "metrics.json"
+SKIPPED_FILE = "skipped_rows.jsonl"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Prepared:
-    """A fitted config and its preprocessed samples per split."""
+    """A fitted config and its preprocessed samples per split, with the manifest rows they
+    came from (for reports that show the original files)."""
 
     config: RunConfig
     splits: dict[str, list[Sample]]
     collate: Collate
+    manifest: Manifest
+    rows: dict[str, list[int]]
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> loading notes
+    skipped: list[BadRow] = field(default_factory=list)  # rows left out with skip_bad
 
     @property
     def evaluation(self) -> str:
@@ -50,13 +70,18 @@ class Trained:
     train_seconds: float
 
 
-def prepare(config: RunConfig, *, progress: bool = True) -> Prepared:
-    """Read the manifest, fit statistics on the training split, preprocess every split."""
+def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True) -> Prepared:
+    """Read the manifest, fit statistics on the training split, preprocess every split.
+
+    A row that cannot be used stops everything with a BadRowsError naming it, unless
+    `skip_bad`: then it is left out and listed in `Prepared.skipped`.
+    """
     manifest, indices = read_splits(config)
     config = fit_config(config, manifest, indices["train"])
     model = OmnifuseModel.build(config)  # its modalities and tasks know how to load a row
-    splits = {
-        name: load_samples(
+    splits, bad = {}, []
+    for name, rows in indices.items():
+        splits[name], rejected = load_samples(
             manifest,
             rows,
             model.modalities,
@@ -64,22 +89,47 @@ def prepare(config: RunConfig, *, progress: bool = True) -> Prepared:
             progress=progress,
             desc=f"loading {name}",
         )
-        for name, rows in indices.items()
-    }
+        bad += rejected
+    bad.sort(key=lambda row: row.index)
+    if bad and not skip_bad:
+        raise BadRowsError(manifest, bad)
+    skipped = {row.index for row in bad}
+    indices = {name: [i for i in rows if i not in skipped] for name, rows in indices.items()}
+    if not splits["train"]:
+        raise DataError(f"{manifest.path.name}: no usable rows in the training split")
+    for name in config.modalities:
+        if all(sample.inputs[name] is None for sample in splits["train"]):
+            raise DataError(f"modality '{name}' is absent from every training sample")
     if not splits["test"] and not splits["val"]:
         raise DataError(f"{manifest.path.name}: no rows in the val or test split to evaluate on")
-    return Prepared(config, splits, make_collate(splits["train"]))
+    notes = {name: note for name, m in model.modalities.items() if (note := m.notes())}
+    for note in notes.values():
+        if "message" in note:
+            logger.warning(note["message"])
+    return Prepared(
+        config=config,
+        splits=splits,
+        collate=make_collate(model.modalities, model.task_dict()),
+        manifest=manifest,
+        rows=indices,
+        notes=notes,
+        skipped=bad,
+    )
 
 
 def train(
     prepared: Prepared,
     *,
     modalities: Sequence[str] | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    log: RunLog | None = None,
     progress: bool = True,
     desc: str = "training",
 ) -> Trained:
     """Build a fresh model from the prepared config (optionally seeing only `modalities`),
-    train it and evaluate it on the evaluation split."""
+    train it (checkpointing into `checkpoints`, resuming from there) and evaluate it on the
+    evaluation split."""
     config = prepared.config
     splits = prepared.splits
     if modalities is not None:
@@ -101,6 +151,9 @@ def train(
         config.train,
         collate=prepared.collate,
         validate=validate if splits["val"] else None,
+        checkpoints=checkpoints,
+        resume=resume,
+        log=log,
         progress=progress,
         desc=desc,
     )
@@ -109,37 +162,112 @@ def train(
     return Trained(model, history, metrics, seconds)
 
 
-def write_reports(trained: Trained, prepared: Prepared, out: Path) -> None:
-    """The model files, training curves and a confusion matrix per classification task."""
-    out.mkdir(parents=True, exist_ok=True)
-    trained.model.save_pretrained(out)
+def write_figures(trained: Trained, prepared: Prepared, out: Path) -> list[str]:
+    """Training curves, a confusion matrix per classification task and retrieval examples per
+    image-text alignment task; returns the file names written."""
+    split = prepared.evaluation
+    samples = prepared.splits[split]
     plot_training(trained.history, out / "training_curves.png")
-    samples = prepared.splits[prepared.evaluation]
+    figures = ["training_curves.png"]
     predictions = predict(trained.model, samples, prepared.collate)
     for name, task in trained.model.task_dict().items():
         if isinstance(task, Classification):
             p = predictions[name]
             matrix = confusion_matrix(p.prediction.argmax(-1), p.target, len(task.classes))
-            title = f"{name} ({prepared.evaluation} split)"
-            plot_confusion(matrix, task.classes, title, out / f"confusion_{name}.png")
+            plot_confusion(
+                matrix, task.classes, f"{name} ({split} split)", out / f"confusion_{name}.png"
+            )
+            figures.append(f"confusion_{name}.png")
+        elif isinstance(task, Alignment):
+            figure = f"retrieval_{name}.png"
+            rows = prepared.rows[split]
+            if plot_retrieval_examples(
+                trained.model,
+                task,
+                prepared.manifest,
+                rows,
+                samples,
+                prepared.collate,
+                out / figure,
+            ):
+                figures.append(figure)
+    return figures
+
+
+def write_skipped(rows: Sequence[BadRow], path: Path) -> None:
+    """One JSON line per row left out: its 1-based row number, id and problem."""
+    path.unlink(missing_ok=True)
+    if rows:
+        lines = [
+            json.dumps({"row": r.index + 1, "where": r.where, "problem": r.problem}) for r in rows
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        logger.warning("left out %d bad rows, listed in %s", len(rows), path)
+
+
+def start_run(config: RunConfig, out: Path, *, resume: bool) -> None:
+    """Check that `out` can hold this run (or holds the run to resume), and save the resolved
+    config there before any training."""
+    checkpoint, saved = out / CHECKPOINT_FILE, out / CONFIG_FILE
+    resolved = config.model_dump(mode="json")
+    if resume:
+        if not checkpoint.is_file():
+            raise OmnifuseError(f"{out}: no {CHECKPOINT_FILE} to resume from")
+        if not saved.is_file() or json.loads(saved.read_text()) != resolved:
+            raise OmnifuseError(
+                f"{out}: the run there was started with a different config; "
+                "resume it with the same config and data"
+            )
+        return
+    if checkpoint.is_file():
+        raise OmnifuseError(
+            f"{out} already holds a run ({CHECKPOINT_FILE}): continue it with --resume, "
+            "or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(resolved, indent=2) + "\n")
 
 
 def run(
-    config: RunConfig, out: Path, *, baselines: bool = False, progress: bool = True
+    config: RunConfig,
+    out: Path,
+    *,
+    baselines: bool = False,
+    checkpoints: bool = True,
+    resume: bool = False,
+    skip_bad: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate `config`, write everything to `out`, return the metrics written.
 
-    With `baselines`, also train one model per single modality with the same settings.
+    With `checkpoints`, training state is saved in `out` as it goes, and `resume` continues a
+    run stopped there. With `baselines`, also train one model per single modality. With
+    `skip_bad`, unusable manifest rows are left out and listed in `skipped_rows.jsonl`.
     """
-    prepared = prepare(config, progress=progress)
-    trained = train(prepared, progress=progress)
-    write_reports(trained, prepared, out)
+    prepared = prepare(config, skip_bad=skip_bad, progress=progress)
+    if checkpoints:
+        start_run(prepared.config, out, resume=resume)
+    out.mkdir(parents=True, exist_ok=True)
+    write_skipped(prepared.skipped, out / SKIPPED_FILE)
+    trained = train(
+        prepared,
+        checkpoints=out if checkpoints else None,
+        resume=resume,
+        log=RunLog(out),
+        progress=progress,
+    )
+    trained.model.save_pretrained(out)
+    figures = write_figures(trained, prepared, out)
+    samples = prepared.splits[prepared.evaluation]
     metrics: dict[str, Any] = {
         "tasks": trained.metrics,
         "train_seconds": round(trained.train_seconds, 2),
         "samples": sum(len(s) for s in prepared.splits.values()),
         "splits": {name: len(s) for name, s in prepared.splits.items()},
         "evaluated_on": prepared.evaluation,
+        "skipped_rows": len(prepared.skipped),
+        "data": prepared.notes,
+        "ablation": modality_ablation(trained.model, samples, prepared.collate),
     }
     if baselines:
         metrics["baselines"] = {}
@@ -152,4 +280,5 @@ def run(
                 "train_seconds": round(alone.train_seconds, 2),
             }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(out, metrics, figures)
     return metrics

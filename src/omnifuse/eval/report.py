@@ -1,0 +1,149 @@
+"""The run report: per-modality ablation, retrieval examples with thumbnails, and a
+Markdown page tying them to the metrics and plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from PIL import Image
+
+from omnifuse.data.batch import Collate, Sample
+from omnifuse.data.manifest import Manifest
+from omnifuse.eval.evaluate import evaluate
+from omnifuse.model import OmnifuseModel
+from omnifuse.tasks.alignment import Alignment
+
+REPORT_FILE = "report.md"
+
+
+def modality_ablation(
+    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{modality: {task: {metric: value}}} with that modality made absent in every sample."""
+    results = {}
+    for modality in sorted(model.modalities):
+        removed = [replace(s, inputs={**s.inputs, modality: None}) for s in samples]
+        results[modality] = evaluate(model, removed, collate)
+    return results
+
+
+@torch.no_grad()
+def plot_retrieval_examples(
+    model: OmnifuseModel,
+    task: Alignment,
+    manifest: Manifest,
+    rows: Sequence[int],
+    samples: Sequence[Sample],
+    collate: Collate,
+    path: Path,
+    *,
+    queries: int = 6,
+    top: int = 3,
+) -> bool:
+    """For an image-text alignment: image queries with their top captions among the
+    evaluation samples (the true one marked). Returns False when the pair is not image-text."""
+    kinds = {m: model.config.modalities[m].kind for m in task.pair}
+    if sorted(kinds.values()) != ["image", "text"]:
+        return False
+    image = next(m for m, k in kinds.items() if k == "image")
+    text = next(m for m, k in kinds.items() if k == "text")
+    both = [i for i, s in enumerate(samples) if all(s.inputs[m] is not None for m in task.pair)]
+    if len(both) < top:
+        return False
+    model.eval()
+    embedded = torch.cat(
+        [
+            model(collate([samples[i] for i in both[k : k + 256]])).outputs[task.name]
+            for k in range(0, len(both), 256)
+        ]
+    )  # (N, 2, E), pair in sorted order
+    first = task.pair.index(image)
+    scores = embedded[:, first] @ embedded[:, 1 - first].T  # image i vs caption j
+    cells = [manifest.rows[rows[i]] for i in both]
+    image_column = model.modalities[image].column
+    text_column = model.modalities[text].column
+    shown = both[: min(queries, len(both))]
+    fig, axes = plt.subplots(
+        len(shown),
+        2,
+        figsize=(9, 1.6 * len(shown)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 4]},
+    )
+    for row, index in enumerate(range(len(shown))):
+        picture, words = axes[row]
+        with Image.open(
+            model.modalities[image].resolve(cells[index][image_column], manifest.root)
+        ) as im:
+            picture.imshow(im.convert("RGB"))
+        picture.axis("off")
+        words.axis("off")
+        best = scores[index].topk(top).indices.tolist()
+        for rank, j in enumerate(best):
+            colour = "green" if j == index else "black"
+            mark = " (true)" if j == index else ""
+            words.text(
+                0,
+                0.8 - 0.3 * rank,
+                f"{rank + 1}. {cells[j][text_column]}{mark}",
+                color=colour,
+                fontsize=8,
+                transform=words.transAxes,
+            )
+    fig.suptitle(f"{task.name}: image -> text, top {top} of {len(both)} captions", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(out: Path, metrics: dict[str, Any], figures: Sequence[str]) -> Path:
+    """`out/report.md`: metrics, ablation, baselines and the figures, as Markdown."""
+    splits = " / ".join(f"{n} {name}" for name, n in metrics["splits"].items())
+    lines = [
+        "# omnifuse run report",
+        "",
+        f"Samples: {splits}. Metrics on the {metrics['evaluated_on']} split; trained in "
+        f"{metrics['train_seconds']} s. The resolved config is `config.json`.",
+        "",
+    ]
+    columns = {"model": metrics["tasks"]}
+    columns |= {f"without {m}": v for m, v in metrics.get("ablation", {}).items()}
+    columns |= {f"only {m}": v["tasks"] for m, v in metrics.get("baselines", {}).items()}
+    lines += [
+        "## Metrics",
+        "",
+        "| task / metric | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for task, values in metrics["tasks"].items():
+        for key in values:
+            cells = [_cell(c.get(task, {}).get(key)) for c in columns.values()]
+            lines.append(f"| {task} / {key} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "*without m*: the trained model with modality m absent from every sample. "
+        "*only m*: a model trained on modality m alone.",
+        "",
+    ]
+    lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    path = out / REPORT_FILE
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _cell(value: float | None) -> str:
+    """A table cell: '-' where the metric was not computed, 'n/a' where it is undefined
+    (e.g. retrieval with one side removed)."""
+    if value is None:
+        return "-"
+    return "n/a" if math.isnan(value) else f"{value:.4f}"

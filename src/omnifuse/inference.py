@@ -1,0 +1,153 @@
+"""A trained model on new inputs: a manifest, or loose files each read as the model's
+modality of that kind; predictions and embeddings as JSON-able rows.
+
+    model = OmnifuseModel.from_pretrained("runs/world")
+    samples = load_inputs(model, ["cat.png", "dog.wav"])
+    for row in predict_rows(model, samples): print(row)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnifuse.data.batch import Sample
+from omnifuse.data.dataset import BadRowsError, load_samples, make_collate, read_splits
+from omnifuse.data.manifest import Manifest, read_manifest
+from omnifuse.data.validate import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from omnifuse.errors import DataError, OmnifuseError
+from omnifuse.eval.evaluate import evaluate
+from omnifuse.model import OmnifuseModel
+from omnifuse.tasks.alignment import Alignment
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+TEXT_SUFFIXES = (".txt",)
+
+
+def kind_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    for kind, suffixes in (
+        ("image", IMAGE_SUFFIXES),
+        ("audio", AUDIO_SUFFIXES),
+        ("text", TEXT_SUFFIXES),
+    ):
+        if suffix in suffixes:
+            return kind
+    return None
+
+
+def inputs_manifest(model: OmnifuseModel, inputs: Sequence[str | Path]) -> Manifest:
+    """One manifest file as it is, or one row per file given to the model's only modality of
+    the file's kind (images, audio, .txt text)."""
+    paths = [Path(item) for item in inputs]
+    if len(paths) == 1 and paths[0].suffix.lower() in MANIFEST_SUFFIXES:
+        return read_manifest(paths[0])
+    rows = []
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: file not found")
+        kind = kind_of(path)
+        names = sorted(n for n, m in model.modalities.items() if m.config.kind == kind)
+        if kind is None or not names:
+            reads = ", ".join(f"{n} ({m.config.kind})" for n, m in sorted(model.modalities.items()))
+            raise DataError(f"{path}: not a file this model reads; its modalities: {reads}")
+        if len(names) > 1:
+            raise DataError(
+                f"{path}: the model has several {kind} modalities ({', '.join(names)}); "
+                "give a manifest whose columns say which"
+            )
+        modality = model.modalities[names[0]]
+        value = path.read_text() if kind == "text" else str(path.resolve())
+        rows.append({"id": str(path), modality.column: value})
+    return Manifest(Path.cwd() / "inputs", rows)
+
+
+def load_inputs(model: OmnifuseModel, inputs: Sequence[str | Path]) -> list[Sample]:
+    """Preprocessed samples for `inputs`; any unusable row stops with a BadRowsError."""
+    manifest = inputs_manifest(model, inputs)
+    samples, bad = load_samples(
+        manifest, range(len(manifest.rows)), model.modalities, model.task_dict()
+    )
+    if bad:
+        raise BadRowsError(manifest, bad)
+    return samples
+
+
+def evaluate_saved(
+    model: OmnifuseModel, data: str | Path | None = None, *, split: str = "test"
+) -> dict[str, Any]:
+    """Metrics of a saved model: on every row of the manifest `data`, or on `split` of the
+    data it was trained with."""
+    if data is not None:
+        manifest = read_manifest(data)
+        rows = list(range(len(manifest.rows)))
+    else:
+        manifest, splits = read_splits(model.config)
+        rows = splits[split]
+    samples, bad = load_samples(manifest, rows, model.modalities, model.task_dict())
+    if bad:
+        raise BadRowsError(manifest, bad)
+    if not samples:
+        raise DataError(f"{manifest.path.name}: no rows to evaluate on")
+    collate = make_collate(model.modalities, model.task_dict())
+    where = str(data) if data is not None else f"{split} split"
+    return {"tasks": evaluate(model, samples, collate), "samples": len(samples), "data": where}
+
+
+@torch.no_grad()
+def _outputs(model: OmnifuseModel, samples: Sequence[Sample], batch_size: int) -> Iterator[Any]:
+    model.eval()
+    collate = make_collate(model.modalities, model.task_dict())
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = collate(chunk)
+        yield chunk, batch, model(batch)
+
+
+def predict_rows(
+    model: OmnifuseModel, samples: Sequence[Sample], *, batch_size: int = 256
+) -> Iterator[dict[str, Any]]:
+    """{"id": ..., task: prediction} per sample, for every task that predicts a target."""
+    tasks = model.task_dict()
+    for chunk, _, output in _outputs(model, samples, batch_size):
+        for i, sample in enumerate(chunk):
+            row: dict[str, Any] = {"id": sample.id}
+            for name, task in tasks.items():
+                described = task.describe(output.outputs[name][i])
+                if described is not None:
+                    row[name] = described
+            yield row
+
+
+def embed_rows(
+    model: OmnifuseModel,
+    samples: Sequence[Sample],
+    *,
+    task: str | None = None,
+    batch_size: int = 256,
+) -> Iterator[dict[str, Any]]:
+    """{"id": ..., modality: embedding} per sample, in the space of an alignment task (the
+    only one, or `task`), for each of its modalities the sample has."""
+    aligned = {n: t for n, t in model.task_dict().items() if isinstance(t, Alignment)}
+    if not aligned:
+        raise OmnifuseError("the model has no alignment task to embed with")
+    if task is None:
+        if len(aligned) > 1:
+            raise OmnifuseError(
+                f"the model has several alignment tasks; pick one of {sorted(aligned)}"
+            )
+        task = next(iter(aligned))
+    if task not in aligned:
+        raise OmnifuseError(f"no alignment task '{task}'; the model has {sorted(aligned)}")
+    pair = aligned[task].pair
+    for chunk, batch, output in _outputs(model, samples, batch_size):
+        vectors = output.outputs[task]  # (B, 2, E), the pair in sorted order
+        for i, sample in enumerate(chunk):
+            row: dict[str, Any] = {"id": sample.id}
+            for side, modality in enumerate(pair):
+                if batch.present[modality][i]:
+                    row[modality] = [round(v, 6) for v in vectors[i, side].tolist()]
+            yield row
