@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 from torch import Tensor, nn
 
@@ -68,6 +70,11 @@ class TruncationCount:
                 f"{self.modality}: {self.cut} of {self.seen} {self.noun} truncated to {self.limit}"
             )
         return notes
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """A .npy array, never unpickling objects."""
+    return np.load(path, allow_pickle=False)
 
 
 def is_missing(value: Any) -> bool:
@@ -131,6 +138,34 @@ class Modality(ABC, Generic[C]):
     def template(self) -> Tensor:
         """A zero input of this kind's shape and dtype (length 1 on a variable last axis), for
         batches in which no sample has this modality."""
+
+    def read_numbers(
+        self,
+        value: Any,
+        root: Path,
+        *,
+        what: str,
+        expected: str,
+        files: Mapping[str, Callable[[Path], Any]],
+    ) -> np.ndarray:
+        """A cell of numbers as float32 (None becomes NaN): a list, a JSON list, or a file read
+        by the reader of its suffix in `files`. Bad cells raise a DataError naming the column."""
+        where = f"column '{self.column}'"
+        suffix = Path(value).suffix.lower() if isinstance(value, str) else ""
+        try:
+            if isinstance(value, list):
+                data: Any = value
+            elif isinstance(value, str) and value.lstrip().startswith("["):
+                data = json.loads(value)
+            elif suffix in files:
+                data = files[suffix](self.resolve(value, root))
+            else:
+                raise DataError(f"{where}: expected {expected}, got {value!r:.60}")
+            return np.array(data, dtype=np.float32)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not a valid JSON list: {error.msg}") from None
+        except (ValueError, TypeError, OSError) as error:
+            raise DataError(f"{where}: cannot read {what} {value!r:.60}: {error}") from None
 
     def resolve(self, value: str, root: Path) -> Path:
         path = Path(value)

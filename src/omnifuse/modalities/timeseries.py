@@ -15,7 +15,6 @@ patch with no observed value, or past the series' end, is masked.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from omnifuse.config import TimeSeriesConfig
 from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
-from omnifuse.modalities.base import Modality, Tokens, TruncationCount
+from omnifuse.modalities.base import Modality, Tokens, TruncationCount, load_npy
 from omnifuse.registry import create_encoder, register_encoder
 
 
@@ -56,24 +55,13 @@ class TimeSeriesModality(Modality[TimeSeriesConfig]):
     def read(self, value: Any, root: Path) -> Tensor:
         """The whole series as (channels, time) floats, NaN at gaps, unstandardised."""
         where = f"column '{self.column}'"
-        try:
-            if isinstance(value, list):
-                data: Any = value
-            elif isinstance(value, str) and value.lstrip().startswith("["):
-                data = json.loads(value)
-            elif isinstance(value, str) and Path(value).suffix.lower() == ".npy":
-                data = np.load(self.resolve(value, root), allow_pickle=False)
-            elif isinstance(value, str) and Path(value).suffix.lower() == ".csv":
-                data = read_csv_series(self.resolve(value, root))
-            else:
-                raise DataError(
-                    f"{where}: expected a .npy or .csv file or a JSON list, got {value!r:.60}"
-                )
-            array = np.array(data, dtype=np.float32)  # None becomes NaN
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not a valid JSON list: {error.msg}") from None
-        except (ValueError, TypeError, OSError) as error:
-            raise DataError(f"{where}: cannot read series {value!r:.60}: {error}") from None
+        array = self.read_numbers(
+            value,
+            root,
+            what="series",
+            expected="a .npy or .csv file or a JSON list",
+            files={".npy": load_npy, ".csv": read_csv_series},
+        )
         if array.size == 0:  # an empty series: present, with no steps
             array = np.empty((0, self.config.channels or 1), dtype=np.float32)
         if array.ndim == 1:

@@ -7,7 +7,6 @@ projects it to `tokens` tokens, each with a learned position.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +16,20 @@ from torch import Tensor, nn
 
 from omnifuse.config import VectorConfig
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.modalities.base import Modality, Tokens, load_npy
 from omnifuse.registry import create_encoder, register_encoder
 
 
 class VectorModality(Modality[VectorConfig]):
     def load_value(self, value: Any, root: Path) -> Tensor:
         where = f"column '{self.column}'"
-        try:
-            if isinstance(value, list):
-                data: Any = value
-            elif isinstance(value, str) and value.lstrip().startswith("["):
-                data = json.loads(value)
-            elif isinstance(value, str) and Path(value).suffix.lower() == ".npy":
-                data = np.load(self.resolve(value, root), allow_pickle=False)
-            else:
-                raise DataError(
-                    f"{where}: expected a JSON list of numbers or a .npy file, got {value!r:.60}"
-                )
-            array = np.array(data, dtype=np.float32)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not a valid JSON list: {error.msg}") from None
-        except (ValueError, TypeError, OSError) as error:
-            raise DataError(f"{where}: cannot read vector {value!r:.60}: {error}") from None
+        array = self.read_numbers(
+            value,
+            root,
+            what="vector",
+            expected="a JSON list of numbers or a .npy file",
+            files={".npy": load_npy},
+        )
         if array.ndim == 2 and array.shape[0] == 1:
             array = array[0]
         if array.shape != (self.config.dim,):
