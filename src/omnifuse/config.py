@@ -192,6 +192,9 @@ class ModelConfig(StrictModel):
     # chance that each present modality of a training sample is hidden from the model for that
     # step (never the last one present); 0 turns it off, evaluation never drops
     modality_dropout: float = Field(0.0, ge=0, lt=1)
+    # how task losses are summed: by each task's fixed `weight`, or with learned uncertainty
+    # weights on top (Kendall et al., 2018: exp(-s) * weight * loss + s, one s per task)
+    loss_weighting: Literal["fixed", "uncertainty"] = "fixed"
 
     @model_validator(mode="after")
     def _has_tasks(self) -> ModelConfig:

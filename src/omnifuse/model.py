@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -21,13 +22,13 @@ from torch import Tensor, nn
 
 from omnifuse.config import RunConfig, parse_config
 from omnifuse.data.batch import Batch
-from omnifuse.errors import OmnifuseError
+from omnifuse.errors import ConfigError, OmnifuseError
 from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryDecoder
 from omnifuse.layers.attention import masked_mean
 from omnifuse.modalities import Modality, Tokens, create_modality
 from omnifuse.registry import create_fusion, create_task
-from omnifuse.tasks.base import Task
+from omnifuse.tasks.base import Task, TaskInput
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -59,6 +60,12 @@ def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor
     return {name: keep[:, i] for i, name in enumerate(names)}
 
 
+def hide(tokens: Tokens, keep: Tensor) -> Tokens:
+    """`tokens` with the samples where `keep` (B,) is False masked and zeroed."""
+    mask = tokens.mask & keep[:, None]
+    return Tokens(tokens.tokens * mask[..., None], mask)
+
+
 class OmnifuseModel(nn.Module):
     """Composes built parts; `build(config)` makes them from a fitted config."""
 
@@ -79,6 +86,10 @@ class OmnifuseModel(nn.Module):
         self.fusion = fusion
         self.decoder = decoder  # one Perceiver IO decoder for every task's queries
         self.tasks = nn.ModuleDict(tasks)
+        self.teachers = nn.ModuleDict(_teachers(self.encoders, self.task_dict()))
+        if config.model.loss_weighting == "uncertainty":
+            # Kendall et al. (2018): each task's loss is scaled by exp(-s) and s is added
+            self.log_variances = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in tasks})
 
     @classmethod
     def build(cls, config: RunConfig) -> OmnifuseModel:
@@ -109,48 +120,118 @@ class OmnifuseModel(nn.Module):
         """Tokens per modality; an absent sample's tokens are masked and zeroed. `present`
         overrides the batch's flags (modality dropout)."""
         present = batch.present if present is None else present
-        encoded = {}
-        for name in sorted(self.encoders):
-            tokens = self.encoders[name](batch.inputs[name], batch.lengths[name])
-            mask = tokens.mask & present[name][:, None]
-            encoded[name] = Tokens(tokens.tokens * mask[..., None], mask)
-        return encoded
+        return {
+            name: hide(self.encoders[name](batch.inputs[name], batch.lengths[name]), present[name])
+            for name in sorted(self.encoders)
+        }
 
-    def decode(self, fused: Fused, embeddings: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Every task's prediction. Tasks with a head are decoded from the fused tokens, for a
-        late fusion on each modality's part and then averaged (`Fused.combine`)."""
-        tasks = self.task_dict()
-        queries = {name: t.head.queries for name, t in tasks.items() if t.head is not None}
+    @torch.no_grad()
+    def targets(self, batch: Batch, tokens: dict[str, Tokens]) -> dict[str, Tensor]:
+        """Pooled tokens of every modality the samples have, without gradient; from the EMA
+        teacher encoder for a modality that has one."""
+        pooled = {name: masked_mean(t.tokens, t.mask).detach() for name, t in tokens.items()}
+        for name, teacher in self.teachers.items():
+            taught = hide(teacher(batch.inputs[name], batch.lengths[name]), batch.present[name])
+            pooled[name] = masked_mean(taught.tokens, taught.mask)
+        return pooled
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Called by the training loop after each optimizer step: moves every EMA teacher
+        towards its encoder."""
+        for name, teacher in self.teachers.items():
+            momentum = _momentum(name, self.task_dict())
+            for mine, theirs in zip(
+                teacher.parameters(), self.encoders[name].parameters(), strict=True
+            ):
+                mine.lerp_(theirs, 1 - momentum)
+
+    def decode(
+        self,
+        fused: Fused,
+        tasks: dict[str, Task],
+        embeddings: dict[str, Tensor],
+        targets: dict[str, Tensor],
+        batch: Batch,
+    ) -> dict[str, Tensor]:
+        """The predictions of `tasks`. Tasks with a head or that generate read the fused tokens
+        (for a late fusion each modality's part, the predictions then averaged by
+        `Fused.combine`); in evaluation, generating tasks generate. Other tasks (alignment) read
+        only the embeddings."""
+        generating = {n: t for n, t in tasks.items() if t.generates and not self.training}
+        reading = {
+            n: t
+            for n, t in tasks.items()
+            if (t.head is not None or t.generates) and n not in generating
+        }
+        queries = {n: t.head.queries for n, t in reading.items() if t.head is not None}
 
         def predict(part: Fused) -> dict[str, Tensor]:
             read = self.decoder(part, queries)
-            return {name: tasks[name](read[name], embeddings) for name in queries}
+            return {
+                n: t(TaskInput(read.get(n), part, embeddings, targets, batch))
+                for n, t in reading.items()
+            }
 
-        outputs = fused.combine(predict)
-        outputs |= {name: t(None, embeddings) for name, t in tasks.items() if t.head is None}
-        return {name: outputs[name] for name in tasks}
+        outputs = fused.combine(predict) if reading else {}
+        for name, task in tasks.items():
+            if name in generating:
+
+                def next_logits(prefix: Tensor, rows: Tensor, task: Task = task) -> Tensor:
+                    step = fused.select(rows).combine(lambda part: {"": task.step(part, prefix)})
+                    return step[""]
+
+                outputs[name] = task.generate(next_logits, len(batch))
+            elif name not in reading:
+                outputs[name] = task(TaskInput(None, fused, embeddings, targets, batch))
+        return outputs
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Predictions for every task. In training mode, `model.modality_dropout` hides
-        modalities of some samples first (`drop_modalities`)."""
+        modalities of some samples first (`drop_modalities`). A task that hides a modality
+        (reconstruction) is decoded from a second fusion of the others."""
         present = batch.present
         if self.training:
             present = drop_modalities(present, self.config.model.modality_dropout)
-        tokens = self.encode(batch, present)
+        every = self.encode(batch)
+        targets = self.targets(batch, every)
+        tokens = {name: hide(t, present[name]) for name, t in every.items()}
         fused = self.fusion(tokens)
         embeddings = {name: masked_mean(t.tokens, t.mask) for name, t in tokens.items()}
-        return ModelOutput(self.decode(fused, embeddings), embeddings, tokens, fused, present)
+        tasks = self.task_dict()
+        outputs = self.decode(
+            fused, {n: t for n, t in tasks.items() if t.hides is None}, embeddings, targets, batch
+        )
+        for hidden in sorted({t.hides for t in tasks.values() if t.hides is not None}):
+            gone = torch.zeros_like(present[hidden])
+            others = {n: hide(t, gone) if n == hidden else t for n, t in tokens.items()}
+            outputs |= self.decode(
+                self.fusion(others),
+                {n: t for n, t in tasks.items() if t.hides == hidden},
+                {n: masked_mean(t.tokens, t.mask) for n, t in others.items()},
+                targets,
+                batch,
+            )
+        outputs = {name: outputs[name] for name in tasks}
+        return ModelOutput(outputs, embeddings, tokens, fused, present)
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
-        the model saw: a pair hidden by modality dropout does not count for alignment."""
+        the model saw: a pair hidden by modality dropout does not count for alignment. With
+        `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s)."""
         output = self(batch)
         batch = replace(batch, present=output.present)
         tasks = self.task_dict()
         losses = {f"loss/{n}": t.loss(output.outputs[n], batch) for n, t in tasks.items()}
-        losses["loss"] = sum(
-            (t.weight * losses[f"loss/{n}"] for n, t in tasks.items()), torch.zeros(())
-        )
+        total = torch.zeros(())
+        for name, task in tasks.items():
+            loss = task.weight * losses[f"loss/{name}"]
+            if hasattr(self, "log_variances"):
+                s = self.log_variances[name]
+                losses[f"weight/{name}"] = torch.exp(-s).detach()
+                loss = torch.exp(-s) * loss + s
+            total = total + loss
+        losses["loss"] = total
         return losses
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -180,6 +261,27 @@ class OmnifuseModel(nn.Module):
                 f"{(missing or unexpected)[0]})"
             )
         return model.eval()
+
+
+def _teachers(encoders: nn.ModuleDict, tasks: dict[str, Task]) -> dict[str, nn.Module]:
+    """A frozen copy of the encoder of each modality that a task wants EMA targets for."""
+    teachers = {}
+    for name in sorted({t.hides for t in tasks.values() if t.teacher_momentum is not None}):
+        assert name is not None
+        _momentum(name, tasks)
+        teachers[name] = copy.deepcopy(encoders[name]).requires_grad_(False)
+    return teachers
+
+
+def _momentum(modality: str, tasks: dict[str, Task]) -> float:
+    """The one EMA momentum that the tasks hiding `modality` ask for."""
+    asked = {t.teacher_momentum for t in tasks.values() if t.hides == modality} - {None}
+    if len(asked) != 1:
+        raise ConfigError(
+            f"model.tasks: tasks that reconstruct '{modality}' ask for different teacher "
+            f"momentums ({sorted(asked)}); use one"
+        )
+    return asked.pop()  # type: ignore[return-value]
 
 
 def _atomic(path: Path, write: object) -> None:

@@ -40,6 +40,16 @@ class Fused:
     parts: dict[str, Fused] | None = None
     weights: dict[str, Tensor] | None = None
 
+    def select(self, rows: Tensor) -> Fused:
+        """The fused result of samples `rows` (a long index; may repeat samples, as for beams)."""
+        return Fused(
+            self.tokens[rows],
+            self.mask[rows],
+            self.pooled[rows],
+            None if self.parts is None else {n: p.select(rows) for n, p in self.parts.items()},
+            None if self.weights is None else {n: w[rows] for n, w in self.weights.items()},
+        )
+
     def combine(self, decode: Callable[[Fused], dict[str, Tensor]]) -> dict[str, Tensor]:
         """`decode(self)`, or for a late fusion the weighted mean of `decode(part)` over parts.
 

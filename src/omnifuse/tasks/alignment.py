@@ -18,7 +18,7 @@ from omnifuse.data.batch import Batch
 from omnifuse.errors import ConfigError
 from omnifuse.eval.metrics import recall_at_k, retrieval_ranks
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, no_loss
+from omnifuse.tasks.base import Task, TaskInput, no_loss
 
 
 def clip_loss(first: Tensor, second: Tensor, logit_scale: Tensor) -> Tensor:
@@ -48,8 +48,8 @@ class Alignment(Task):
         first, second = self.pair
         return batch.present[first] & batch.present[second]
 
-    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
-        projected = [F.normalize(self.projections[m](embeddings[m]), dim=-1) for m in self.pair]
+    def forward(self, x: TaskInput) -> Tensor:
+        projected = [F.normalize(self.projections[m](x.embeddings[m]), dim=-1) for m in self.pair]
         return torch.stack(projected, dim=1)  # (B, 2, embed_dim)
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,7 +11,34 @@ from torch import Tensor, nn
 
 from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
+from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryHead
+
+# next-token logits (B', V) after `prefix` (B', T) token ids, continuing the samples `rows`
+# (B',) of the batch (a sample repeats once per beam); see Task.generate
+NextLogits = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class TaskInput:
+    """What a task reads to predict.
+
+    decoded: (B, Q, D) the task's queries as read from `fused` by the shared decoder (None for
+        a task without a head).
+    fused: the fused tokens the prediction is made from (for late fusion, one modality's part).
+    embeddings: modality -> (B, D) pooled encoder tokens of what the model saw (zero where the
+        modality was absent or hidden).
+    targets: modality -> (B, D) pooled tokens of every modality the sample has, before modality
+        dropout and hiding, without gradient (from the modality's EMA teacher encoder when the
+        model keeps one): reconstruction targets.
+    batch: the batch itself (targets for teacher forcing, raw inputs).
+    """
+
+    decoded: Tensor | None
+    fused: Fused
+    embeddings: dict[str, Tensor]
+    targets: dict[str, Tensor]
+    batch: Batch
 
 
 class Task(nn.Module):
@@ -23,6 +51,13 @@ class Task(nn.Module):
 
     target: str | None = None
     head: QueryHead | None
+    # a modality hidden from every sample when this task is decoded (reconstruction predicts
+    # it from the others): the model fuses the other modalities once more for such tasks
+    hides: str | None = None
+    # an EMA momentum for the teacher encoder of `hides` that gives `TaskInput.targets`
+    teacher_momentum: float | None = None
+    # True for autoregressive tasks: in evaluation the model calls `generate` instead of forward
+    generates: bool = False
 
     def __init__(self, *, name: str, weight: float) -> None:
         super().__init__()
@@ -51,9 +86,18 @@ class Task(nn.Module):
         """(B,) which samples of the batch count for this task's loss and metrics."""
         return batch.labelled[self.name]
 
-    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
-        """The prediction from `decoded` (B, Q, D), this task's queries as read by the
-        decoder (None for a task without a head), and the per-modality embeddings."""
+    def forward(self, x: TaskInput) -> Tensor:
+        """The prediction for a batch (for an autoregressive task, teacher-forced logits)."""
+        raise NotImplementedError
+
+    def step(self, fused: Fused, prefix: Tensor) -> Tensor:
+        """Autoregressive tasks: next-token logits (B, V) after `prefix` (B, T), reading `fused`
+        (B samples)."""
+        raise NotImplementedError
+
+    def generate(self, next_logits: NextLogits, size: int) -> Tensor:
+        """Autoregressive tasks: the generated output for `size` samples, from `next_logits`
+        (which averages over a late fusion's parts, like every other prediction)."""
         raise NotImplementedError
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:

@@ -16,7 +16,7 @@ from omnifuse.eval.metrics import accuracy, macro_f1
 from omnifuse.heads.query import QueryHead
 from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, no_loss
+from omnifuse.tasks.base import Task, TaskInput, no_loss
 
 
 def _label_order(label: str) -> tuple[int, float | str]:
@@ -71,9 +71,9 @@ class Classification(Task):
                 f"{len(self.classes)} classes of task '{self.name}'"
             ) from None
 
-    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
-        assert decoded is not None
-        return self.head(decoded)[:, 0]  # (B, classes) logits
+    def forward(self, x: TaskInput) -> Tensor:
+        assert x.decoded is not None
+        return self.head(x.decoded)[:, 0]  # (B, classes) logits
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
         keep = self.labelled(batch)

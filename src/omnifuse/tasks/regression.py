@@ -16,7 +16,7 @@ from omnifuse.errors import DataError
 from omnifuse.heads.query import QueryHead
 from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, no_loss
+from omnifuse.tasks.base import Task, TaskInput, no_loss
 
 
 class Regression(Task):
@@ -65,9 +65,9 @@ class Regression(Task):
         value = self.value(row)
         return None if value is None else torch.tensor(value, dtype=torch.float32)
 
-    def forward(self, decoded: Tensor | None, embeddings: dict[str, Tensor]) -> Tensor:
-        assert decoded is not None
-        return self.head(decoded)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
+    def forward(self, x: TaskInput) -> Tensor:
+        assert x.decoded is not None
+        return self.head(x.decoded)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
         keep = self.labelled(batch)

@@ -60,8 +60,9 @@ def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and position tables."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "position" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "position" in n]
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trained if p.ndim >= 2 and "position" not in n]
+    no_decay = [p for n, p in trained if p.ndim < 2 or "position" in n]
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": config.weight_decay},
@@ -138,6 +139,7 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             schedule.step()
+            model.after_step()
             step += 1
             record = {k: v.item() for k, v in losses.items()}
             lr = float(schedule.get_last_lr()[0])
