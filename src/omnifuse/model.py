@@ -266,8 +266,8 @@ class OmnifuseModel(nn.Module):
 def _teachers(encoders: nn.ModuleDict, tasks: dict[str, Task]) -> dict[str, nn.Module]:
     """A frozen copy of the encoder of each modality that a task wants EMA targets for."""
     teachers = {}
-    for name in sorted({t.hides for t in tasks.values() if t.teacher_momentum is not None}):
-        assert name is not None
+    wanted = {t.hides for t in tasks.values() if t.teacher_momentum is not None}
+    for name in sorted(n for n in wanted if n is not None):
         _momentum(name, tasks)
         teachers[name] = copy.deepcopy(encoders[name]).requires_grad_(False)
     return teachers
@@ -275,13 +275,17 @@ def _teachers(encoders: nn.ModuleDict, tasks: dict[str, Task]) -> dict[str, nn.M
 
 def _momentum(modality: str, tasks: dict[str, Task]) -> float:
     """The one EMA momentum that the tasks hiding `modality` ask for."""
-    asked = {t.teacher_momentum for t in tasks.values() if t.hides == modality} - {None}
+    asked = {
+        t.teacher_momentum
+        for t in tasks.values()
+        if t.hides == modality and t.teacher_momentum is not None
+    }
     if len(asked) != 1:
         raise ConfigError(
             f"model.tasks: tasks that reconstruct '{modality}' ask for different teacher "
-            f"momentums ({sorted(asked)}); use one"
+            f"momentums ({', '.join(map(str, sorted(asked)))}); use one"
         )
-    return asked.pop()  # type: ignore[return-value]
+    return asked.pop()
 
 
 def _atomic(path: Path, write: object) -> None:

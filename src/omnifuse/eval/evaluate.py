@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.data.batch import Collate, Sample
@@ -31,12 +32,21 @@ def predict(
         output = model(batch)
         for name, task in model.task_dict().items():
             keep = task.labelled(batch)
-            target = batch.targets.get(name, torch.zeros(len(batch)))
+            target = task.evaluation_target(batch)
             parts[name].append((output.outputs[name][keep], target[keep]))
     return {
-        name: Predictions(torch.cat([p for p, _ in chunks]), torch.cat([t for _, t in chunks]))
+        name: Predictions(_cat([p for p, _ in chunks]), _cat([t for _, t in chunks]))
         for name, chunks in parts.items()
     }
+
+
+def _cat(chunks: list[Tensor]) -> Tensor:
+    """Batches' tensors concatenated, zero-padding the last axis where batches differ on it
+    (token sequences)."""
+    if chunks[0].ndim >= 2:
+        width = max(c.shape[-1] for c in chunks)
+        chunks = [F.pad(c, (0, width - c.shape[-1])) for c in chunks]
+    return torch.cat(chunks)
 
 
 def evaluate(

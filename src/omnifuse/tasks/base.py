@@ -86,6 +86,11 @@ class Task(nn.Module):
         """(B,) which samples of the batch count for this task's loss and metrics."""
         return batch.labelled[self.name]
 
+    def evaluation_target(self, batch: Batch) -> Tensor:
+        """(B, ...) what `metrics` compares predictions with: the batch's targets, or zeros
+        for a task without a target column."""
+        return batch.targets.get(self.name, torch.zeros(len(batch)))
+
     def forward(self, x: TaskInput) -> Tensor:
         """The prediction for a batch (for an autoregressive task, teacher-forced logits)."""
         raise NotImplementedError
