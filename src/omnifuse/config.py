@@ -177,6 +177,10 @@ class DataConfig(StrictModel):
     split_column: str = "split"
     val_fraction: float = Field(0.1, ge=0, lt=1)  # used when the manifest has no split column
     test_fraction: float = Field(0.1, ge=0, lt=1)
+    # train on this fraction of the training split only (a subset drawn with train.seed), e.g.
+    # to fine-tune with few labels; statistics and class lists are still fitted on the whole
+    # training split, and val and test are unchanged
+    train_fraction: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -213,6 +217,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     checkpoint_every: int = Field(100, ge=0)  # steps between checkpoints (0: epoch ends only)
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    # a saved model (a run's --out folder) to start from: every weight whose name and shape
+    # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
+    init: Path | None = None
 
 
 class RunConfig(StrictModel):

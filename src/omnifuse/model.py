@@ -246,13 +246,8 @@ class OmnifuseModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> OmnifuseModel:
         """Rebuild from config.json and load model.safetensors strictly; runs no pickled code."""
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-        for path in (config_path, weights_path):
-            if not path.is_file():
-                raise OmnifuseError(f"{directory}: no {path.name}; not a saved omnifuse model")
-        config = parse_config(json.loads(config_path.read_text()), str(config_path))
-        model = cls.build(config)
+        weights_path = Path(directory) / WEIGHTS_FILE
+        model = cls.build(saved_config(directory))
         missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
         if missing or unexpected:
             raise OmnifuseError(
@@ -261,6 +256,29 @@ class OmnifuseModel(nn.Module):
                 f"{(missing or unexpected)[0]})"
             )
         return model.eval()
+
+    def load_matching(self, directory: str | Path) -> list[str]:
+        """Load every weight of the saved model in `directory` whose name and shape match this
+        model's (encoders, fusion, decoder and same-named tasks of a pre-trained model);
+        returns the names loaded. Refuses a model that shares no weight with this one."""
+        saved_config(directory)
+        saved = load_file(str(Path(directory) / WEIGHTS_FILE))
+        mine = self.state_dict()
+        matching = {k: v for k, v in saved.items() if k in mine and mine[k].shape == v.shape}
+        if not matching:
+            raise OmnifuseError(f"{directory}: the saved model shares no weight with this one")
+        self.load_state_dict(matching, strict=False)
+        return sorted(matching)
+
+
+def saved_config(directory: str | Path) -> RunConfig:
+    """The config of the model saved in `directory`, checking that its weights are there."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise OmnifuseError(f"{directory}: no {path.name}; not a saved omnifuse model")
+    return parse_config(json.loads(config_path.read_text()), str(config_path))
 
 
 def _teachers(encoders: nn.ModuleDict, tasks: dict[str, Task]) -> dict[str, nn.Module]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from omnifuse import __version__
@@ -74,6 +75,18 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
             **task.options,
         )
         _fill_unset(data["model"]["tasks"][name], built.fit(manifest, train))
+    return RunConfig.model_validate(data).check()
+
+
+def reuse_fitted(config: RunConfig, source: RunConfig) -> RunConfig:
+    """`config` with the fitted preprocessing of `source` (a pre-trained model's config): each
+    modality of the same name and kind takes `source`'s values for the fields it leaves unset,
+    so a fine-tuned model reads its inputs exactly as the model it starts from did."""
+    data = config.model_dump(mode="json")
+    for name, modality in config.modalities.items():
+        theirs = source.modalities.get(name)
+        if theirs is not None and theirs.kind == modality.kind:
+            _fill_unset(data["modalities"][name], theirs.model_dump(mode="json"))
     return RunConfig.model_validate(data).check()
 
 
@@ -167,3 +180,12 @@ def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:
         seed=config.train.seed,
     )
     return manifest, splits
+
+
+def subsample(rows: Sequence[int], fraction: float, seed: int) -> list[int]:
+    """A `fraction` of `rows` (at least one), drawn with `seed`, in their original order."""
+    if fraction >= 1:
+        return list(rows)
+    keep = max(1, round(fraction * len(rows)))
+    chosen = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:keep]
+    return sorted(rows[i] for i in chosen.tolist())

@@ -24,6 +24,8 @@ from omnifuse.data.dataset import (
     load_samples,
     make_collate,
     read_splits,
+    reuse_fitted,
+    subsample,
 )
 from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError, OmnifuseError
@@ -31,7 +33,7 @@ from omnifuse.eval.evaluate import evaluate, predict
 from omnifuse.eval.metrics import confusion_matrix
 from omnifuse.eval.plots import plot_confusion, plot_training
 from omnifuse.eval.report import modality_ablation, plot_retrieval_examples, write_report
-from omnifuse.model import CONFIG_FILE, OmnifuseModel
+from omnifuse.model import CONFIG_FILE, OmnifuseModel, saved_config
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
 from omnifuse.train.checkpoint import CHECKPOINT_FILE
@@ -77,7 +79,11 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     `skip_bad`: then it is left out and listed in `Prepared.skipped`.
     """
     manifest, indices = read_splits(config)
+    if config.train.init is not None:
+        config = reuse_fitted(config, saved_config(config.train.init))
     config = fit_config(config, manifest, indices["train"])
+    # statistics and class lists come from the whole training split; training uses the fraction
+    indices["train"] = subsample(indices["train"], config.data.train_fraction, config.train.seed)
     model = OmnifuseModel.build(config)  # its modalities and tasks know how to load a row
     splits, bad = {}, []
     for name, rows in indices.items():
@@ -139,6 +145,14 @@ def train(
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
     model = OmnifuseModel.build(config)
+    if config.train.init is not None:
+        loaded = model.load_matching(config.train.init)
+        logger.info(
+            "started from %s: %d of %d weights",
+            config.train.init,
+            len(loaded),
+            len(model.state_dict()),
+        )
 
     def validate(model: OmnifuseModel) -> dict[str, float]:
         metrics = evaluate(model, splits["val"], prepared.collate)
