@@ -8,8 +8,9 @@ On the generated world (--n samples), `world-pretrain.yaml` beside this script t
 label at all: contrastive alignment of image, caption and audio, and reconstruction of the
 image's and the audio's embeddings from the other modalities. Then, for each seed, a scene
 classifier (`world-finetune.yaml`: the same modalities and fusion) is trained on `--fraction`
-of the training split, drawn with that seed (`data.train_fraction`), twice: starting from the
-pre-trained weights (`train.init`), and from scratch. Both are evaluated on the full test
+of the training split, drawn with that seed (`data.train_fraction`), three ways: from all the
+pre-trained weights (`train.init`), from the pre-trained encoders only (`train.init_parts`,
+with a fresh fusion, decoder and head), and from scratch. All are evaluated on the full test
 split. Prints one JSON object (also written to --out/results.json): test accuracy and
 macro-F1 per seed and their means.
 """
@@ -33,11 +34,22 @@ HERE = Path(__file__).parent
 
 
 def finetune(
-    base: dict[str, Any], *, init: Path | None, fraction: float, seed: int, epochs: int
+    base: dict[str, Any],
+    *,
+    init: Path | None,
+    parts: list[str] | None,
+    fraction: float,
+    seed: int,
+    epochs: int,
 ) -> dict[str, float]:
     config = json.loads(json.dumps(base))
     config["data"]["train_fraction"] = fraction
-    config["train"] |= {"seed": seed, "epochs": epochs, "init": None if init is None else str(init)}
+    config["train"] |= {
+        "seed": seed,
+        "epochs": epochs,
+        "init": None if init is None else str(init),
+        "init_parts": parts,
+    }
     prepared = prepare(parse_config(config), progress=False)
     trained = train(prepared, progress=False)
     scene = trained.metrics["scene"]
@@ -71,11 +83,21 @@ def main() -> None:
 
     base = load_config(HERE / "world-finetune.yaml").model_dump(mode="json")
     base["data"]["dataset"]["n"] = args.n
-    runs: dict[str, dict[str, Any]] = {"pretrained": {}, "scratch": {}}
+    settings: dict[str, tuple[Path | None, list[str] | None]] = {
+        "pretrained": (out / "pretrained", None),
+        "pretrained_encoders": (out / "pretrained", ["encoders"]),
+        "scratch": (None, None),
+    }
+    runs: dict[str, dict[str, Any]] = {name: {} for name in settings}
     for seed in (int(s) for s in args.seeds.split(",")):
-        for name, init in (("pretrained", out / "pretrained"), ("scratch", None)):
+        for name, (init, parts) in settings.items():
             runs[name][str(seed)] = finetune(
-                base, init=init, fraction=args.fraction, seed=seed, epochs=args.finetune_epochs
+                base,
+                init=init,
+                parts=parts,
+                fraction=args.fraction,
+                seed=seed,
+                epochs=args.finetune_epochs,
             )
             print(name, seed, runs[name][str(seed)], flush=True)
     results = {

@@ -44,7 +44,7 @@ def tiny_config(manifest: Path, **train: Any) -> dict[str, Any]:
             "tasks": {
                 "scene": {"type": "classification", "target": "scene_class"},
                 "score": {"type": "regression", "target": "score"},
-                "retrieval": {"type": "alignment", "pair": ["image", "text"], "embed_dim": 8},
+                "retrieval": {"type": "alignment", "between": ["image", "text"], "embed_dim": 8},
             },
         },
         "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "seed": 0, **train},

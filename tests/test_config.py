@@ -63,8 +63,8 @@ def test_component_shorthand_is_a_type_name(tmp_path: Path):
             "model.tasks.scene.target: required by task 'classification'",
         ),
         (
-            lambda d: d["model"]["tasks"]["retrieval"].update(pair=["image", "video"]),
-            "model.tasks.retrieval.pair: unknown modality 'video'",
+            lambda d: d["model"]["tasks"]["retrieval"].update(between=["image", "video"]),
+            "model.tasks.retrieval.between: unknown modality 'video'",
         ),
         (
             lambda d: d["data"].update(dataset={"type": "world"}),

@@ -41,7 +41,7 @@ keys = st.sampled_from(
         "epochs",
         "dim",
         "encoder",
-        "pair",
+        "between",
         "target",
     ]
 )

@@ -220,6 +220,8 @@ class TrainConfig(StrictModel):
     # a saved model (a run's --out folder) to start from: every weight whose name and shape
     # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
     init: Path | None = None
+    # the parts loaded from `init` (encoders, fusion, decoder, tasks, ...); None loads them all
+    init_parts: list[str] | None = None
 
 
 class RunConfig(StrictModel):
@@ -257,10 +259,10 @@ class RunConfig(StrictModel):
                 component.type, component.options, where
             )
         for name, task in self.model.tasks.items():
-            for modality in task.options.get("pair", []):
+            for modality in task.options.get("between", []):
                 if modality not in self.modalities:
                     raise ConfigError(
-                        f"model.tasks.{name}.pair: unknown modality '{modality}'"
+                        f"model.tasks.{name}.between: unknown modality '{modality}'"
                         f"{closest(modality, self.modalities)}; the config defines "
                         f"{', '.join(sorted(self.modalities))}"
                     )
@@ -271,7 +273,9 @@ class RunConfig(StrictModel):
         data = self.model_dump(mode="json")
         data["modalities"] = {k: v for k, v in data["modalities"].items() if k in keep}
         data["model"]["tasks"] = {
-            k: v for k, v in data["model"]["tasks"].items() if set(v.get("pair", [])) <= set(keep)
+            k: v
+            for k, v in data["model"]["tasks"].items()
+            if set(v.get("between", [])) <= set(keep)
         }
         return RunConfig.model_validate(data)
 

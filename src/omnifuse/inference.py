@@ -20,8 +20,12 @@ from omnifuse.data.manifest import Manifest, read_manifest
 from omnifuse.data.validate import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate
+from omnifuse.eval.zero_shot import PLACEHOLDER, zero_shot
+from omnifuse.modalities.base import is_missing
 from omnifuse.model import OmnifuseModel
+from omnifuse.registry import closest
 from omnifuse.tasks.alignment import Alignment
+from omnifuse.tasks.classification import Classification
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 TEXT_SUFFIXES = (".txt",)
@@ -77,10 +81,17 @@ def load_inputs(model: OmnifuseModel, inputs: Sequence[str | Path]) -> list[Samp
 
 
 def evaluate_saved(
-    model: OmnifuseModel, data: str | Path | None = None, *, split: str = "test"
+    model: OmnifuseModel,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    zero_shot: str | None = None,
+    prompt: str = PLACEHOLDER,
 ) -> dict[str, Any]:
     """Metrics of a saved model: on every row of the manifest `data`, or on `split` of the
-    data it was trained with."""
+    data it was trained with. With `zero_shot` (a column of class labels), also zero-shot
+    classification of that column through the model's alignment task with a text modality
+    (`zero_shot_column`), under the key "zero_shot"."""
     if data is not None:
         manifest = read_manifest(data)
         rows = list(range(len(manifest.rows)))
@@ -94,7 +105,52 @@ def evaluate_saved(
         raise DataError(f"{manifest.path.name}: no rows to evaluate on")
     collate = make_collate(model.modalities, model.task_dict())
     where = str(data) if data is not None else f"{split} split"
-    return {"tasks": evaluate(model, samples, collate), "samples": len(samples), "data": where}
+    # zero-shot first: its errors (no such column, no text to read class names) come early
+    zero = (
+        zero_shot_column(model, manifest, rows, samples, zero_shot, prompt) if zero_shot else None
+    )
+    metrics = {"tasks": evaluate(model, samples, collate), "samples": len(samples), "data": where}
+    return metrics | ({"zero_shot": zero} if zero is not None else {})
+
+
+def zero_shot_column(
+    model: OmnifuseModel,
+    manifest: Manifest,
+    rows: Sequence[int],
+    samples: Sequence[Sample],
+    column: str,
+    prompt: str = PLACEHOLDER,
+) -> dict[str, Any]:
+    """Zero-shot classification of the labels in `column` of `rows` (whose loaded `samples`
+    these are), as JSON. The class names are the classes of the model's classification task on
+    that column, or else the distinct values of the column in the whole manifest."""
+    columns = {key for row in manifest.rows for key in row}
+    if column not in columns:
+        raise DataError(
+            f"{manifest.path.name}: no column '{column}'{closest(column, columns)} to classify"
+        )
+    fitted = [
+        t.classes
+        for t in model.task_dict().values()
+        if isinstance(t, Classification) and t.target == column
+    ]
+    values = [manifest.rows[i].get(column) for i in rows]
+    labels = [None if is_missing(v) else str(v) for v in values]
+    classes = (
+        fitted[0]
+        if fitted
+        else sorted({str(v) for row in manifest.rows if not is_missing(v := row.get(column))})
+    )
+    result = zero_shot(model, samples, labels, classes, prompt=prompt)
+    return {
+        "column": column,
+        "task": result.task,
+        "text": result.text,
+        "prompt": result.prompt,
+        "classes": result.classes,
+        "accuracy": result.accuracy,
+        "samples": result.samples,
+    }
 
 
 @torch.no_grad()
@@ -142,12 +198,12 @@ def embed_rows(
         task = next(iter(aligned))
     if task not in aligned:
         raise OmnifuseError(f"no alignment task '{task}'; the model has {sorted(aligned)}")
-    pair = aligned[task].pair
+    between = aligned[task].between
     for chunk, batch, output in _outputs(model, samples, batch_size):
-        vectors = output.outputs[task]  # (B, 2, E), the pair in sorted order
+        vectors = output.outputs[task]  # (B, M, E), `between` in sorted order
         for i, sample in enumerate(chunk):
             row: dict[str, Any] = {"id": sample.id}
-            for side, modality in enumerate(pair):
+            for side, modality in enumerate(between):
                 if batch.present[modality][i]:
                     row[modality] = [round(v, 6) for v in vectors[i, side].tolist()]
             yield row

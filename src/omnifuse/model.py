@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
@@ -27,7 +28,7 @@ from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryDecoder
 from omnifuse.layers.attention import masked_mean
 from omnifuse.modalities import Modality, Tokens, create_modality
-from omnifuse.registry import create_fusion, create_task
+from omnifuse.registry import closest, create_fusion, create_task
 from omnifuse.tasks.base import Task, TaskInput
 
 CONFIG_FILE = "config.json"
@@ -189,7 +190,8 @@ class OmnifuseModel(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         """Predictions for every task. In training mode, `model.modality_dropout` hides
         modalities of some samples first (`drop_modalities`). A task that hides a modality
-        (reconstruction) is decoded from a second fusion of the others."""
+        (reconstruction) is decoded from a second fusion in which that modality's tokens are
+        hidden: all of them, or in training a random `hide_ratio` of them (masked modelling)."""
         present = batch.present
         if self.training:
             present = drop_modalities(present, self.config.model.modality_dropout)
@@ -202,18 +204,30 @@ class OmnifuseModel(nn.Module):
         outputs = self.decode(
             fused, {n: t for n, t in tasks.items() if t.hides is None}, embeddings, targets, batch
         )
-        for hidden in sorted({t.hides for t in tasks.values() if t.hides is not None}):
-            gone = torch.zeros_like(present[hidden])
-            others = {n: hide(t, gone) if n == hidden else t for n, t in tokens.items()}
+        groups = {(t.hides, t.hide_ratio) for t in tasks.values() if t.hides is not None}
+        for hidden, ratio in sorted(groups):  # type: ignore[type-var]
+            others = dict(tokens)
+            others[hidden] = self.mask_tokens(tokens[hidden], ratio if self.training else 1.0)
             outputs |= self.decode(
                 self.fusion(others),
-                {n: t for n, t in tasks.items() if t.hides == hidden},
+                {n: t for n, t in tasks.items() if (t.hides, t.hide_ratio) == (hidden, ratio)},
                 {n: masked_mean(t.tokens, t.mask) for n, t in others.items()},
                 targets,
                 batch,
             )
         outputs = {name: outputs[name] for name in tasks}
         return ModelOutput(outputs, embeddings, tokens, fused, present)
+
+    @staticmethod
+    def mask_tokens(tokens: Tokens, ratio: float) -> Tokens:
+        """`tokens` with each token hidden with probability `ratio` (all of them at 1), drawn
+        from torch's global RNG."""
+        if ratio >= 1:
+            keep = torch.zeros_like(tokens.mask)
+        else:
+            keep = torch.rand(tokens.mask.shape, device=tokens.mask.device) >= ratio
+        mask = tokens.mask & keep
+        return Tokens(tokens.tokens * mask[..., None], mask)
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
@@ -257,13 +271,23 @@ class OmnifuseModel(nn.Module):
             )
         return model.eval()
 
-    def load_matching(self, directory: str | Path) -> list[str]:
+    def load_matching(self, directory: str | Path, parts: Sequence[str] | None = None) -> list[str]:
         """Load every weight of the saved model in `directory` whose name and shape match this
-        model's (encoders, fusion, decoder and same-named tasks of a pre-trained model);
-        returns the names loaded. Refuses a model that shares no weight with this one."""
+        model's (encoders, fusion, decoder and same-named tasks of a pre-trained model), or
+        only those of the top-level `parts` (e.g. ["encoders"]); returns the names loaded.
+        Refuses a model that shares no weight with this one."""
         saved_config(directory)
         saved = load_file(str(Path(directory) / WEIGHTS_FILE))
         mine = self.state_dict()
+        if parts is not None:
+            known = sorted(name for name, _ in self.named_children())
+            for part in parts:
+                if part not in known:
+                    raise ConfigError(
+                        f"train.init_parts: unknown part '{part}'{closest(part, known)}; "
+                        f"the model has {', '.join(known)}"
+                    )
+            saved = {k: v for k, v in saved.items() if k.split(".")[0] in parts}
         matching = {k: v for k, v in saved.items() if k in mine and mine[k].shape == v.shape}
         if not matching:
             raise OmnifuseError(f"{directory}: the saved model shares no weight with this one")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,23 @@ def test_config_errors_name_the_field():
             modality="a",
             teacher_momentum=1.5,
         )
+
+
+def test_masked_modelling_hides_a_fraction_of_tokens_in_training_only(world: Path):
+    tasks = {"impute_image": {"type": "reconstruction", "modality": "image", "mask_ratio": 0.5}}
+    prepared = prepare(parse_config(with_tasks(world, tasks)), progress=False)
+    model = OmnifuseModel.build(prepared.config)
+    batch = batch_of(prepared)
+    model.eval()  # evaluation hides every image token: the image cannot change the prediction
+    before = model(batch).outputs["impute_image"][:, 0]
+    changed = replace(batch, inputs={**batch.inputs, "image": batch.inputs["image"] * 5})
+    torch.testing.assert_close(before, model(changed).outputs["impute_image"][:, 0])
+    model.train()  # training hides about half of them: the visible half is read
+    torch.manual_seed(0)
+    first = model(batch).outputs["impute_image"][:, 0]
+    torch.manual_seed(0)
+    assert not torch.allclose(first, model(changed).outputs["impute_image"][:, 0])
+    tokens = model.encode(batch)["image"]
+    torch.manual_seed(0)
+    kept = OmnifuseModel.mask_tokens(tokens, 0.5).mask.float().mean() / tokens.mask.float().mean()
+    assert 0.4 < kept.item() < 0.6

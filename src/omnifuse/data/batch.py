@@ -28,7 +28,8 @@ class Batch:
     """Collated samples. Every dict is keyed by modality (inputs) or task (targets).
 
     inputs[m]: (B, ...) zero-padded on the last axis; lengths[m]: (B,) unpadded sizes on that
-    axis, 0 where absent; present[m]: (B,) bool. targets[t]: (B, ...); labelled[t]: (B,) bool.
+    axis, 0 where absent; present[m]: (B,) bool. targets[t]: (B, ...), sequences (token ids)
+    zero-padded on the last axis like inputs; labelled[t]: (B,) bool.
     """
 
     ids: list[str]
@@ -76,6 +77,9 @@ class Collate:
         for name in sorted(samples[0].targets):
             template = self.target_templates[name]
             values = [s.targets[name] for s in samples]
+            if template.ndim:  # sequences (token ids): zero-padded on the last axis
+                targets[name], _, labelled[name] = _stack(values, template)
+                continue
             targets[name] = torch.stack(
                 [v if v is not None else torch.zeros_like(template) for v in values]
             )

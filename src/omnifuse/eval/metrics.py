@@ -37,4 +37,28 @@ def retrieval_ranks(queries: Tensor, candidates: Tensor) -> Tensor:
 
 
 def recall_at_k(ranks: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """'R@k': the share of queries whose match is among the top k, for each k (0-based ranks)."""
     return {f"R@{k}": (ranks < k).float().mean().item() for k in ks}
+
+
+def median_rank(ranks: Tensor) -> float:
+    """The median 1-based rank of the matches (1 = always first), as retrieval papers report
+    it; the mean of the two middle ranks for an even count. NaN without queries."""
+    if len(ranks) == 0:
+        return float("nan")
+    return (ranks.double() + 1).quantile(0.5).item()
+
+
+def mean_reciprocal_rank(ranks: Tensor) -> float:
+    """The mean of 1 / (1-based rank) of the matches. NaN without queries."""
+    if len(ranks) == 0:
+        return float("nan")
+    return (1 / (ranks.double() + 1)).mean().item()
+
+
+def retrieval_metrics(ranks: Tensor) -> dict[str, float]:
+    """R@1, R@5, R@10, median_rank and mrr of the 0-based `ranks` of the matches."""
+    return recall_at_k(ranks) | {
+        "median_rank": median_rank(ranks),
+        "mrr": mean_reciprocal_rank(ranks),
+    }

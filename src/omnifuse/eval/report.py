@@ -21,6 +21,7 @@ from omnifuse.data.manifest import Manifest
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.model import OmnifuseModel
 from omnifuse.tasks.alignment import Alignment
+from omnifuse.tasks.generation import Generation
 
 REPORT_FILE = "report.md"
 
@@ -49,14 +50,19 @@ def plot_retrieval_examples(
     queries: int = 6,
     top: int = 3,
 ) -> bool:
-    """For an image-text alignment: image queries with their top captions among the
-    evaluation samples (the true one marked). Returns False when the pair is not image-text."""
-    kinds = {m: model.config.modalities[m].kind for m in task.pair}
-    if sorted(kinds.values()) != ["image", "text"]:
+    """For an alignment of an image and a text modality (the first of each kind among
+    `between`): image queries with their top captions among the evaluation samples having
+    both (the true one marked). Returns False when the task aligns no image with a text."""
+    kinds = {m: model.config.modalities[m].kind for m in task.between}
+    image = next((m for m, k in kinds.items() if k == "image"), None)
+    text = next((m for m, k in kinds.items() if k == "text"), None)
+    if image is None or text is None:
         return False
-    image = next(m for m, k in kinds.items() if k == "image")
-    text = next(m for m, k in kinds.items() if k == "text")
-    both = [i for i, s in enumerate(samples) if all(s.inputs[m] is not None for m in task.pair)]
+    both = [
+        i
+        for i, s in enumerate(samples)
+        if s.inputs[image] is not None and s.inputs[text] is not None
+    ]
     if len(both) < top:
         return False
     model.eval()
@@ -65,9 +71,9 @@ def plot_retrieval_examples(
             model(collate([samples[i] for i in both[k : k + 256]])).outputs[task.name]
             for k in range(0, len(both), 256)
         ]
-    )  # (N, 2, E), pair in sorted order
-    first = task.pair.index(image)
-    scores = embedded[:, first] @ embedded[:, 1 - first].T  # image i vs caption j
+    )  # (N, M, E), `between` in sorted order
+    first, second = task.between.index(image), task.between.index(text)
+    scores = embedded[:, first] @ embedded[:, second].T  # image i vs caption j
     cells = [manifest.rows[rows[i]] for i in both]
     image_column = model.modalities[image].column
     text_column = model.modalities[text].column
@@ -106,6 +112,30 @@ def plot_retrieval_examples(
     return True
 
 
+@torch.no_grad()
+def generation_examples(
+    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate, *, count: int = 5
+) -> dict[str, list[dict[str, str]]]:
+    """{task: [{reference, generated}]} for the first `count` labelled samples of each
+    generation task."""
+    tasks = {n: t for n, t in model.task_dict().items() if isinstance(t, Generation)}
+    if not tasks:
+        return {}
+    batch = collate(list(samples[: 8 * count]))
+    outputs = model.eval()(batch).outputs
+    examples = {}
+    for name, task in tasks.items():
+        chosen = task.labelled(batch).nonzero()[:count, 0].tolist()
+        examples[name] = [
+            {
+                "reference": task.describe(batch.targets[name][i]),
+                "generated": task.describe(outputs[name][i]),
+            }
+            for i in chosen
+        ]
+    return examples
+
+
 def write_report(out: Path, metrics: dict[str, Any], figures: Sequence[str]) -> Path:
     """`out/report.md`: metrics, ablation, baselines and the figures, as Markdown."""
     splits = " / ".join(f"{n} {name}" for name, n in metrics["splits"].items())
@@ -135,10 +165,19 @@ def write_report(out: Path, metrics: dict[str, Any], figures: Sequence[str]) -> 
         "*only m*: a model trained on modality m alone.",
         "",
     ]
+    for task, examples in metrics.get("examples", {}).items():
+        lines += [f"## Generated examples: {task}", "", "| reference | generated |", "|---|---|"]
+        lines += [f"| {_text(e['reference'])} | {_text(e['generated'])} |" for e in examples]
+        lines.append("")
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     path = out / REPORT_FILE
     path.write_text("\n".join(lines))
     return path
+
+
+def _text(text: str) -> str:
+    """Text as one Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|") or " "
 
 
 def _cell(value: float | None) -> str:

@@ -31,10 +31,18 @@ class Attention(nn.Module):
         self.kv = nn.Linear(context_dim or dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, query: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+    def forward(
+        self, query: Tensor, context: Tensor, mask: Tensor, *, causal: bool = False
+    ) -> Tensor:
+        """`causal`: query i reads context positions up to i only (query and context the same
+        sequence, as in a text decoder)."""
         q = rearrange(self.q(query), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
         attn_mask = safe_key_mask(mask)[:, None, None, :]  # (B, 1, 1, M)
+        if causal:
+            n, m = query.shape[1], context.shape[1]
+            later = torch.ones(n, m, dtype=torch.bool, device=query.device).tril(m - n)
+            attn_mask = attn_mask & later  # (B, 1, N, M)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -68,6 +76,30 @@ class SelfAttentionBlock(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.norm(x)
         x = x + self.attn(h, h, mask)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class DecoderBlock(nn.Module):
+    """A transformer decoder layer, pre-norm: causal self-attention over the text so far,
+    cross-attention to a context (the fused tokens, masked), then an MLP; all residual."""
+
+    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = Attention(dim=dim, heads=heads)
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_c = nn.LayerNorm(dim)
+        self.cross = Attention(dim=dim, heads=heads)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+        """x (B, T, D) text positions, all valid (padding only ever follows them, and causal
+        attention never reads ahead); context (B, L, D) with its key mask (B, L)."""
+        h = self.norm(x)
+        every = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        x = x + self.attn(h, h, every, causal=True)
+        x = x + self.cross(self.norm_q(x), self.norm_c(context), mask)
         return x + self.mlp(self.norm_mlp(x))
 
 

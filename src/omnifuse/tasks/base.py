@@ -54,6 +54,9 @@ class Task(nn.Module):
     # a modality hidden from every sample when this task is decoded (reconstruction predicts
     # it from the others): the model fuses the other modalities once more for such tasks
     hides: str | None = None
+    # the fraction of that modality's tokens hidden in training (masked modelling); evaluation
+    # always hides them all
+    hide_ratio: float = 1.0
     # an EMA momentum for the teacher encoder of `hides` that gives `TaskInput.targets`
     teacher_momentum: float | None = None
     # True for autoregressive tasks: in evaluation the model calls `generate` instead of forward

@@ -1,10 +1,12 @@
 """Reconstruction: predict a modality's pooled embedding from the other modalities.
 
 The model hides `modality` from every sample and fuses the rest once more for this task
-(`Task.hides`); one Perceiver IO query reads that fusion and predicts the embedding the
-modality's own encoder gives the sample (its masked mean of tokens, without gradient), or,
-with `teacher_momentum`, the embedding of an EMA copy of that encoder (data2vec/BYOL-style
-targets). The loss is one minus their cosine similarity, over samples that have the modality.
+(`Task.hides`), or in training, with `mask_ratio` < 1, hides only that fraction of its tokens
+(masked modelling, so the fusion must also carry what the modality shows of itself). One
+Perceiver IO query reads that fusion and predicts the embedding the modality's own encoder
+gives the sample (its masked mean of tokens, without gradient), or, with `teacher_momentum`,
+the embedding of an EMA copy of that encoder (data2vec/BYOL-style targets). The loss is one
+minus their cosine similarity, over samples that have the modality.
 
 Used three ways: as a self-supervised objective (next to alignment, whose contrastive loss
 keeps the encoders from collapsing to a constant that would be trivially predictable); to
@@ -35,10 +37,18 @@ class Reconstruction(Task):
     hides: str
 
     def __init__(
-        self, *, name: str, dim: int, modality: str, teacher_momentum: float | None, weight: float
+        self,
+        *,
+        name: str,
+        dim: int,
+        modality: str,
+        mask_ratio: float,
+        teacher_momentum: float | None,
+        weight: float,
     ) -> None:
         super().__init__(name=name, weight=weight)
         self.hides = modality
+        self.hide_ratio = mask_ratio
         self.teacher_momentum = teacher_momentum
         self.head = QueryHead(dim=dim, out=dim)
 
@@ -81,11 +91,13 @@ def reconstruction(
     modalities: Sequence[str],
     *,
     modality: str,
+    mask_ratio: float = 1.0,
     teacher_momentum: float | None = None,
     weight: float = 1.0,
 ) -> Reconstruction:
-    """Predict `modality`'s pooled embedding from the other modalities; `teacher_momentum`
-    (e.g. 0.99) takes the targets from an EMA copy of its encoder."""
+    """Predict `modality`'s pooled embedding from the other modalities; with `mask_ratio` < 1,
+    training hides only that fraction of its tokens (masked modelling: the rest stay visible);
+    `teacher_momentum` (e.g. 0.99) takes the targets from an EMA copy of its encoder."""
     if modality not in modalities:
         raise ConfigError(
             f"model.tasks.{name}.modality: unknown modality '{modality}'"
@@ -96,10 +108,17 @@ def reconstruction(
             f"model.tasks.{name}: reconstruction predicts one modality from others; "
             "the config has only one"
         )
+    if not 0 < mask_ratio <= 1:
+        raise ConfigError(f"model.tasks.{name}.mask_ratio: must be in (0, 1], got {mask_ratio}")
     if teacher_momentum is not None and not 0 <= teacher_momentum < 1:
         raise ConfigError(
             f"model.tasks.{name}.teacher_momentum: must be in [0, 1), got {teacher_momentum}"
         )
     return Reconstruction(
-        name=name, dim=dim, modality=modality, teacher_momentum=teacher_momentum, weight=weight
+        name=name,
+        dim=dim,
+        modality=modality,
+        mask_ratio=mask_ratio,
+        teacher_momentum=teacher_momentum,
+        weight=weight,
     )

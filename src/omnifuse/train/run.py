@@ -32,7 +32,12 @@ from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate, predict
 from omnifuse.eval.metrics import confusion_matrix
 from omnifuse.eval.plots import plot_confusion, plot_training
-from omnifuse.eval.report import modality_ablation, plot_retrieval_examples, write_report
+from omnifuse.eval.report import (
+    generation_examples,
+    modality_ablation,
+    plot_retrieval_examples,
+    write_report,
+)
 from omnifuse.model import CONFIG_FILE, OmnifuseModel, saved_config
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
@@ -146,7 +151,7 @@ def train(
     seed_everything(config.train.seed)
     model = OmnifuseModel.build(config)
     if config.train.init is not None:
-        loaded = model.load_matching(config.train.init)
+        loaded = model.load_matching(config.train.init, config.train.init_parts)
         logger.info(
             "started from %s: %d of %d weights",
             config.train.init,
@@ -283,6 +288,8 @@ def run(
         "data": prepared.notes,
         "ablation": modality_ablation(trained.model, samples, prepared.collate),
     }
+    if examples := generation_examples(trained.model, samples, prepared.collate):
+        metrics["examples"] = examples  # a few generated texts beside their references
     if baselines:
         metrics["baselines"] = {}
         for modality in sorted(prepared.config.modalities):

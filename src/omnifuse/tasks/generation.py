@@ -1,0 +1,295 @@
+"""Text generation from the fused tokens: captioning, and answers to questions.
+
+An autoregressive decoder (`heads.text_decoder.TextDecoder`) reads the fused tokens through
+cross-attention and is trained with teacher forcing on a text column; in evaluation the model
+calls `generate`, which runs greedy search, beam search or temperature sampling through the
+model's `next_logits` (so a late fusion averages each step's logits over its parts).
+
+Token ids: 0 pads; the text ids follow the text modality's tokenizers (`bytes`: byte b is
+b + 1, so 1-256; `bpe`: 1-256 the byte symbols, then one id per merge, `merges` fitted on the
+training rows' texts); then the start id BOS = that tokenizer's size (257 for bytes) and the
+end id EOS = BOS + 1. A target is its text's ids followed by EOS, at most `max_length` in all;
+a prediction is (max_length,) ids, EOS included, zeros after it.
+
+    model:
+      tasks:
+        caption: {type: generation, target: caption, tokenizer: bpe, decoding: beam}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Any, Literal
+
+import tokenizers as tk
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omnifuse.data.batch import Batch
+from omnifuse.data.manifest import Manifest
+from omnifuse.errors import ConfigError, DataError
+from omnifuse.fusion.base import Fused
+from omnifuse.heads.text_decoder import (
+    PAD,
+    Special,
+    TextDecoder,
+    beam_search,
+    greedy,
+    sample,
+)
+from omnifuse.modalities.base import is_missing
+from omnifuse.modalities.text import BYTE_VOCAB, bpe_tokenizer, bpe_vocab, train_bpe
+from omnifuse.registry import register_task
+from omnifuse.tasks.base import NextLogits, Task, TaskInput, no_loss
+
+Decoding = Literal["greedy", "beam", "sample"]
+logger = logging.getLogger(__name__)
+
+
+class Codec:
+    """Text <-> ids with the generation task's start and end ids (see the module docstring)."""
+
+    def __init__(self, merges: Sequence[tuple[str, str]] | None) -> None:
+        self.merges = None if merges is None else list(merges)
+        text_ids = BYTE_VOCAB if merges is None else len(bpe_vocab(merges)) + 1
+        self.special = Special(bos=text_ids, eos=text_ids + 1)
+        self.size = text_ids + 2
+
+    @cached_property
+    def tokenizer(self) -> tk.Tokenizer | None:
+        if self.merges is None:
+            return None
+        tokenizer = bpe_tokenizer(self.merges)
+        tokenizer.decoder = tk.decoders.ByteLevel()
+        return tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            return [b + 1 for b in text.encode("utf-8")]
+        return list(self.tokenizer.encode(text).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of `ids` up to the first end id; padding and the start id are skipped."""
+        text: list[int] = []
+        for i in ids:
+            if i == self.special.eos:
+                break
+            if 0 < i < self.special.bos:
+                text.append(i)
+        if self.tokenizer is None:
+            return bytes(i - 1 for i in text).decode("utf-8", errors="replace")
+        return str(self.tokenizer.decode(text))
+
+
+class Generation(Task):
+    target: str
+    generates = True
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dim: int,
+        target: str,
+        tokenizer: Literal["bytes", "bpe"],
+        vocab_size: int,
+        merges: list[tuple[str, str]] | None,
+        max_length: int,
+        depth: int,
+        heads: int,
+        decoding: Decoding,
+        beam_size: int,
+        temperature: float,
+        weight: float,
+    ) -> None:
+        super().__init__(name=name, weight=weight)
+        where = f"model.tasks.{name}"
+        for option, value, least in (
+            ("max_length", max_length, 1),
+            ("depth", depth, 1),
+            ("beam_size", beam_size, 1),
+            ("vocab_size", vocab_size, BYTE_VOCAB + 1),
+        ):
+            if value < least:
+                raise ConfigError(f"{where}.{option}: must be at least {least}, got {value}")
+        if not temperature > 0:
+            raise ConfigError(f"{where}.temperature: must be positive, got {temperature}")
+        self.target = target
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.decoding = decoding
+        self.beam_size = beam_size
+        self.temperature = temperature
+        # before `fit`, a BPE task has no merges yet: it is built with the 256 byte symbols
+        self.codec = Codec(None if tokenizer == "bytes" else merges or [])
+        self.decoder = TextDecoder(
+            dim=dim, vocab_size=self.codec.size, max_length=max_length, depth=depth, heads=heads
+        )
+
+    def texts(self, manifest: Manifest, rows: Sequence[int]) -> list[str]:
+        texts = []
+        for index in rows:
+            text = manifest.rows[index].get(self.target)
+            if is_missing(text):
+                continue
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{manifest.where(index)}, column '{self.target}': expected text, "
+                    f"got {type(text).__name__}"
+                )
+            texts.append(text)
+        return texts
+
+    def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
+        """The BPE merges of the training rows' texts (tokenizer bpe, unless given)."""
+        texts = self.texts(manifest, rows)
+        fitted: dict[str, Any] = {}
+        codec = self.codec
+        if self.tokenizer == "bpe" and not self.codec.merges:
+            fitted["merges"] = train_bpe(texts, self.vocab_size)
+            codec = Codec(fitted["merges"])
+        cut = sum(len(codec.encode(t)) + 1 > self.max_length for t in texts)
+        if cut:
+            logger.warning(
+                "task '%s': %d of %d training texts are longer than max_length %d tokens "
+                "(the end token included) and are cut",
+                self.name,
+                cut,
+                len(texts),
+                self.max_length,
+            )
+        return fitted
+
+    def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
+        value = row.get(self.target)
+        if is_missing(value):
+            return None
+        if not isinstance(value, str):
+            raise DataError(f"column '{self.target}': expected text, got {type(value).__name__}")
+        ids = [*self.codec.encode(value)[: self.max_length - 1], self.codec.special.eos]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def target_template(self) -> Tensor:
+        return torch.zeros(1, dtype=torch.long)
+
+    def describe(self, prediction: Tensor) -> str:
+        """The generated text."""
+        return self.codec.decode(prediction.tolist())
+
+    def forward(self, x: TaskInput) -> Tensor:
+        """Teacher-forced next-token logits (B, T, V) for the batch's targets (B, T)."""
+        targets = x.batch.targets[self.name].to(x.fused.tokens.device)
+        start = torch.full_like(targets[:, :1], self.codec.special.bos)
+        return self.decoder(torch.cat([start, targets[:, :-1]], 1), x.fused)
+
+    def step(self, fused: Fused, prefix: Tensor) -> Tensor:
+        return self.decoder(prefix.to(fused.tokens.device), fused)[:, -1]
+
+    def generate(self, next_logits: NextLogits, size: int) -> Tensor:
+        special, length = self.codec.special, self.max_length
+        if self.decoding == "beam":
+            return beam_search(next_logits, size, special, length, self.beam_size)
+        if self.decoding == "sample":
+            return sample(next_logits, size, special, length, self.temperature)
+        return greedy(next_logits, size, special, length)
+
+    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        """Cross-entropy over the tokens (end included, padding not) of labelled samples."""
+        targets = batch.targets[self.name].to(prediction.device)
+        keep = self.labelled(batch).to(prediction.device)[:, None] & (targets != PAD)
+        if not keep.any():
+            return no_loss(prediction)
+        return F.cross_entropy(prediction[keep], targets[keep])
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
+        """BLEU-4 (sacrebleu, corpus level), ROUGE-L F1 (mean) and exact match, all in [0, 1]."""
+        generated = [self.codec.decode(ids) for ids in prediction.tolist()]
+        references = [self.codec.decode(ids) for ids in target.tolist()]
+        return text_metrics(generated, references)
+
+
+def normalise(text: str) -> str:
+    """Lower case, whitespace collapsed: what exact match compares."""
+    return " ".join(text.lower().split())
+
+
+def bleu4(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU-4 with one reference per text (sacrebleu's defaults, 13a tokens), in [0, 1]."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(generated), [list(references)]).score) / 100
+
+
+def rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F1 (rouge-score: lower-cased alphanumeric tokens)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scores = [
+        scorer.score(ref, gen)["rougeL"].fmeasure
+        for gen, ref in zip(generated, references, strict=True)
+    ]
+    return sum(scores) / len(scores)
+
+
+def exact_match(generated: Sequence[str], references: Sequence[str]) -> float:
+    same = [normalise(g) == normalise(r) for g, r in zip(generated, references, strict=True)]
+    return sum(same) / len(same)
+
+
+def text_metrics(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """bleu4, rougeL and exact_match of generated texts against references; NaN when empty."""
+    if not generated:
+        return {"bleu4": float("nan"), "rougeL": float("nan"), "exact_match": float("nan")}
+    return {
+        "bleu4": bleu4(generated, references),
+        "rougeL": rouge_l(generated, references),
+        "exact_match": exact_match(generated, references),
+    }
+
+
+@register_task("generation")
+def generation(
+    name: str,
+    dim: int,
+    modalities: Sequence[str],
+    *,
+    target: str,
+    tokenizer: Literal["bytes", "bpe"] = "bytes",
+    vocab_size: int = 1024,
+    merges: list[tuple[str, str]] | None = None,
+    max_length: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    decoding: Decoding = "greedy",
+    beam_size: int = 4,
+    temperature: float = 1.0,
+    weight: float = 1.0,
+) -> Generation:
+    """Generate the text of column `target` (a caption, an answer) from the fused tokens.
+
+    `tokenizer`: UTF-8 `bytes` or a byte-level `bpe` of at most `vocab_size` ids whose
+    `merges` are fitted on the training split. Targets are cut to `max_length` tokens, the
+    end token included; generation stops there. The decoder has `depth` blocks of `heads`
+    heads. `decoding`: `greedy`, `beam` (`beam_size` beams, length-normalised) or `sample`
+    (softmax at `temperature`, from torch's global RNG). `weight` scales the loss.
+    """
+    return Generation(
+        name=name,
+        dim=dim,
+        target=target,
+        tokenizer=tokenizer,
+        vocab_size=vocab_size,
+        merges=merges,
+        max_length=max_length,
+        depth=depth,
+        heads=heads,
+        decoding=decoding,
+        beam_size=beam_size,
+        temperature=temperature,
+        weight=weight,
+    )
