@@ -102,13 +102,18 @@ def test_bad_input_is_one_line_and_exit_code_1(world: Path, tmp_path: Path, case
 def test_unknown_preset(tmp_path: Path):
     result = invoke("train", "preset:nope", "--out", tmp_path)
     assert result.exit_code == 1
-    assert "unknown preset 'nope'; known: world-demo, world-tiny" in result.output
+    assert "unknown preset 'nope'; known: avmnist, world-demo, world-tiny" in result.output
 
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_is_a_valid_config(name: str):
     config = resolve_config(f"preset:{name}")
-    assert config.data.dataset is not None and config.data.dataset.type == "world"
+    assert config.data.dataset is not None
+    if name == "avmnist":
+        assert config.data.dataset.type == "avmnist"
+        assert set(config.modalities) == {"image", "audio"}
+        return
+    assert config.data.dataset.type == "world"
     assert set(config.modalities) == {"image", "text", "audio", "tabular"}
 
 

@@ -171,18 +171,39 @@ def load_model(directory: Path) -> Any:
     show_default=True,
     help="Which split of the run's own data.",
 )
-def eval_command(directory: Path, data: Path | None, split: str) -> None:
+@click.option(
+    "--zero-shot",
+    "zero_shot",
+    metavar="COLUMN",
+    default=None,
+    help="Also classify COLUMN zero-shot: class names read as text through an alignment task.",
+)
+@click.option(
+    "--prompt",
+    default="{}",
+    show_default=True,
+    help="Template for each class name with --zero-shot, e.g. 'a photo of {}'.",
+)
+def eval_command(
+    directory: Path, data: Path | None, split: str, zero_shot: str | None, prompt: str
+) -> None:
     """Evaluate the model saved in DIRECTORY; prints a table on stderr and the metrics as
     JSON on stdout.
 
-    Example: omnifuse eval runs/tiny --data new-data/manifest.csv
+    Example: omnifuse eval runs/tiny --data new-data/manifest.csv --zero-shot scene_class
     """
     from omnifuse.inference import evaluate_saved
 
-    metrics = evaluate_saved(load_model(directory), data, split=split)
+    metrics = evaluate_saved(
+        load_model(directory), data, split=split, zero_shot=zero_shot, prompt=prompt
+    )
     for task, values in metrics["tasks"].items():
         for key, value in values.items():
             click.echo(f"{task + '/' + key:<40}{value:>10.4f}", err=True)
+    if zero_shot is not None:
+        for modality, value in metrics["zero_shot"]["accuracy"].items():
+            key = f"zero_shot/{zero_shot}/{modality}_accuracy"
+            click.echo(f"{key:<40}{value:>10.4f}", err=True)
     click.echo(json.dumps(metrics))
 
 
@@ -219,6 +240,90 @@ def embed(directory: Path, inputs: tuple[str, ...], task: str | None) -> None:
         click.echo(json.dumps(row))
 
 
+@cli.command()
+@click.option(
+    "--dataset",
+    type=click.Choice(["world", "avmnist"]),
+    default="world",
+    show_default=True,
+    help="world: preset world-demo scored on scene_class; avmnist: preset avmnist.",
+)
+@click.option(
+    "--fusions",
+    default="all",
+    show_default=True,
+    help="Comma-separated strategies, or all; late fusion and unimodal baselines always run.",
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=150_000,
+    show_default=True,
+    help="Fusion parameters each strategy is sized to.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the epochs.")
+@click.option("--task", default=None, help="The classification task to score (default: first).")
+@click.option(
+    "--throughput-steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Training steps timed per strategy for throughput and MFU.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a value of the base config, e.g. --set train.threads=2.",
+)
+def bench(
+    dataset: str,
+    fusions: str,
+    seeds: int,
+    budget: int,
+    epochs: int | None,
+    task: str | None,
+    throughput_steps: int,
+    out: Path,
+    overrides: tuple[str, ...],
+) -> None:
+    """Every fusion strategy at a common parameter budget and the unimodal baselines, over
+    seeds: accuracy, macro-F1, size, time, memory, throughput, MFU and MultiBench's
+    robustness protocol. Writes results.json, results.md and accuracy-vs-noise plots.
+
+    Example: omnifuse bench --dataset world --fusions all --seeds 3 --out bench-world
+    """
+    from omnifuse.bench import bench_config, run_bench
+
+    extra = [f"train.epochs={epochs}"] if epochs is not None else []
+    results = run_bench(
+        bench_config(dataset, [*overrides, *extra]),
+        out,
+        fusions=fusions,
+        seeds=seeds,
+        budget=budget,
+        task=task,
+        dataset=dataset,
+        throughput_steps=throughput_steps,
+    )
+    click.echo(f"{'fusion':<22}{'accuracy':>10}{'relative':>10}{'effective':>10}{'MFU':>8}")
+    for label, entry in results["summary"].items():
+        relative = (entry["relative_robustness_mean"] or {}).get("mean")
+        effective = (entry["effective_robustness_mean"] or {}).get("mean")
+        mfu = results["performance"][label]["mfu"]
+        scores = "".join(
+            f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in (relative, effective)
+        )
+        share = f"{100 * mfu:>7.2f}%" if mfu is not None else f"{'-':>8}"
+        click.echo(f"{label:<22}{entry['accuracy']['mean']:>10.4f}{scores}{share}")
+    if results["winner"] is not None:
+        click.echo(f"winner: {results['winner']['label']}")
+    click.echo(f"wrote {out}/results.json, results.md and plots")
+
+
 @cli.group()
 def data() -> None:
     """Build datasets in the manifest format."""
@@ -244,6 +349,133 @@ def data_world(out: Path, n: int, seed: int, missing: float) -> None:
 
     manifest = generate_world(out, n=n, seed=seed, missing=missing, progress=True)
     click.echo(json.dumps({"manifest": str(manifest), "samples": n}))
+
+
+@data.command("avmnist")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--mnist",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder of the four MNIST IDX files (.gz or raw).",
+)
+@click.option(
+    "--fsdd",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder of the FSDD recordings ({digit}_{speaker}_{take}.wav).",
+)
+@click.option(
+    "--download", is_flag=True, help="First fetch missing sources into --mnist and --fsdd."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--snr-db", type=float, default=-10.0, show_default=True, help="Signal-to-noise ratio."
+)
+@click.option(
+    "--energy-removed",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.75,
+    show_default=True,
+    help="Share of the image variance removed by PCA.",
+)
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="MNIST train images used (val included).",
+)
+@click.option(
+    "--val-size",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Of them, the last for val (default 1/12).",
+)
+@click.option(
+    "--test-size", type=click.IntRange(min=1), default=None, help="MNIST test images used."
+)
+def data_avmnist(
+    out: Path,
+    mnist: Path,
+    fsdd: Path,
+    download: bool,
+    seed: int,
+    snr_db: float,
+    energy_removed: float,
+    train_size: int | None,
+    val_size: int | None,
+    test_size: int | None,
+) -> None:
+    """Build AV-MNIST from real MNIST and FSDD files (docs/avmnist.md): PNG images and
+    spectrograms, a Parquet manifest and meta.json.
+
+    Example: omnifuse data avmnist --mnist data/mnist --fsdd data/fsdd/recordings --out avmnist
+    """
+    from omnifuse.data.avmnist import build_avmnist, download_fsdd, download_mnist
+
+    if download:
+        download_mnist(mnist, progress=True)
+        download_fsdd(fsdd, progress=True)
+    manifest = build_avmnist(
+        out,
+        mnist=mnist,
+        fsdd=fsdd,
+        seed=seed,
+        snr_db=snr_db,
+        energy_removed=energy_removed,
+        train_size=train_size,
+        val_size=val_size,
+        test_size=test_size,
+        progress=True,
+    )
+    splits = json.loads((out / "meta.json").read_text())["splits"]
+    click.echo(json.dumps({"manifest": str(manifest), "splits": splits}))
+
+
+@data.command("folder")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Manifest to write.")
+def data_folder(root: Path, out: Path) -> None:
+    """Write a manifest (.csv, .jsonl or .parquet) of the images under ROOT/<class>/ or
+    ROOT/<train|val|test>/<class>/: columns id, [split,] image, label.
+
+    Example: omnifuse data folder photos --out photos/manifest.csv
+    """
+    from omnifuse.data.formats import import_image_folder
+    from omnifuse.data.manifest import read_manifest
+
+    rows = read_manifest(import_image_folder(root, out)).rows
+    click.echo(json.dumps({"manifest": str(out), "rows": len(rows)}))
+
+
+@data.command("coco")
+@click.argument("annotations", type=click.Path(path_type=Path))
+@click.option("--images", type=click.Path(path_type=Path), required=True, help="Image folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Manifest to write.")
+@click.option(
+    "--per",
+    type=click.Choice(["image", "caption"]),
+    default="image",
+    show_default=True,
+    help="One row per image (its first caption) or per caption.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default=None,
+    help="The split of every row (default: 80/10/10 by a hash of the image id).",
+)
+def data_coco(annotations: Path, images: Path, out: Path, per: str, split: str | None) -> None:
+    """Write a manifest (.csv, .jsonl or .parquet) from COCO-style caption ANNOTATIONS
+    (captions_*.json): columns id, split, image, caption, image_id, caption_id.
+
+    Example: omnifuse data coco captions_val2017.json --images val2017 --out coco.jsonl
+    """
+    from omnifuse.data.formats import import_coco_captions
+    from omnifuse.data.manifest import read_manifest
+
+    path = import_coco_captions(annotations, images, out, per=per, split=split)  # type: ignore[arg-type]
+    click.echo(json.dumps({"manifest": str(out), "rows": len(read_manifest(path).rows)}))
 
 
 @data.command("validate")
