@@ -5,14 +5,19 @@ training from scratch on those same few labels.
         [--pretrain-epochs 15] [--finetune-epochs 40] [--threads 2] [--out DIR]
 
 On the generated world (--n samples), `world-pretrain.yaml` beside this script trains with no
-label at all: contrastive alignment of image, caption and audio, and reconstruction of the
-image's and the audio's embeddings from the other modalities. Then, for each seed, a scene
-classifier (`world-finetune.yaml`: the same modalities and fusion) is trained on `--fraction`
-of the training split, drawn with that seed (`data.train_fraction`), three ways: from all the
-pre-trained weights (`train.init`), from the pre-trained encoders only (`train.init_parts`,
-with a fresh fusion, decoder and head), and from scratch. All are evaluated on the full test
-split. Prints one JSON object (also written to --out/results.json): test accuracy and
-macro-F1 per seed and their means.
+label at all: contrastive alignment of image, caption and audio, and masked reconstruction of
+the image's and the audio's embeddings. Then two classifiers are fine-tuned, each on
+`--fraction` of the training split drawn with the seed (`data.train_fraction`):
+
+- `answer` (`world-finetune-qa.yaml`): the one-word answer from the image and the question,
+  which the `text` modality reads, so the caption encoder starts it;
+- `scene` (`world-finetune.yaml`): the scene class from image, caption, audio and tabular.
+
+Each three ways: from every pre-trained weight that matches (`train.init`), from the
+pre-trained encoders only (`train.init_parts: [encoders]`, with a fresh fusion, decoder and
+head), and from scratch, all evaluated on the full test split. Prints one JSON object (also
+written to --out/results.json): test accuracy and macro-F1 per target, setting and seed, and
+their means and standard deviations.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from omnifuse.config import load_config, parse_config
 from omnifuse.train.run import prepare, run, train
 
 HERE = Path(__file__).parent
+TARGETS = {"answer": "world-finetune-qa.yaml", "scene": "world-finetune.yaml"}
 
 
 def finetune(
@@ -52,13 +58,22 @@ def finetune(
     }
     prepared = prepare(parse_config(config), progress=False)
     trained = train(prepared, progress=False)
-    scene = trained.metrics["scene"]
+    (metrics,) = trained.metrics.values()  # the config's one task
     return {
         "train_samples": len(prepared.splits["train"]),
-        "accuracy": round(scene["accuracy"], 4),
-        "macro_f1": round(scene["macro_f1"], 4),
+        "accuracy": round(metrics["accuracy"], 4),
+        "macro_f1": round(metrics["macro_f1"], 4),
         "train_seconds": round(trained.train_seconds, 1),
     }
+
+
+def summary(seeds: dict[str, dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for key in ("accuracy", "macro_f1"):
+        values = [r[key] for r in seeds.values()]
+        out[key] = round(statistics.mean(values), 4)
+        out[f"{key}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+    return out
 
 
 def main() -> None:
@@ -73,53 +88,52 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = args.out or Path(tempfile.mkdtemp(prefix="pretrain-finetune-"))
+    pretrained = out / "pretrained"
 
-    pretrain = load_config(HERE / "world-pretrain.yaml").model_dump(mode="json")
-    pretrain["data"]["dataset"]["n"] = args.n
-    pretrain["train"]["epochs"] = args.pretrain_epochs
-    start = time.perf_counter()
-    metrics = run(parse_config(pretrain), out / "pretrained", progress=True)
-    pretrain_seconds = time.perf_counter() - start
+    if not (pretrained / "model.safetensors").is_file():  # reuse an earlier pre-training
+        config = load_config(HERE / "world-pretrain.yaml").model_dump(mode="json")
+        config["data"]["dataset"]["n"] = args.n
+        config["train"]["epochs"] = args.pretrain_epochs
+        start = time.perf_counter()
+        run(parse_config(config), pretrained, progress=True)
+        print(f"pre-trained in {time.perf_counter() - start:.1f} s", flush=True)
+    pretrain_metrics = json.loads((pretrained / "metrics.json").read_text())
 
-    base = load_config(HERE / "world-finetune.yaml").model_dump(mode="json")
-    base["data"]["dataset"]["n"] = args.n
     settings: dict[str, tuple[Path | None, list[str] | None]] = {
-        "pretrained": (out / "pretrained", None),
-        "pretrained_encoders": (out / "pretrained", ["encoders"]),
+        "pretrained": (pretrained, None),
+        "pretrained_encoders": (pretrained, ["encoders"]),
         "scratch": (None, None),
     }
-    runs: dict[str, dict[str, Any]] = {name: {} for name in settings}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        for name, (init, parts) in settings.items():
-            runs[name][str(seed)] = finetune(
-                base,
-                init=init,
-                parts=parts,
-                fraction=args.fraction,
-                seed=seed,
-                epochs=args.finetune_epochs,
-            )
-            print(name, seed, runs[name][str(seed)], flush=True)
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for target, file in TARGETS.items():
+        base = load_config(HERE / file).model_dump(mode="json")
+        base["data"]["dataset"]["n"] = args.n
+        runs[target] = {name: {} for name in settings}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for name, (init, parts) in settings.items():
+                result = finetune(
+                    base,
+                    init=init,
+                    parts=parts,
+                    fraction=args.fraction,
+                    seed=seed,
+                    epochs=args.finetune_epochs,
+                )
+                runs[target][name][str(seed)] = result
+                print(target, name, seed, result, flush=True)
     results = {
         "fraction": args.fraction,
-        "pretrain": {
-            "epochs": args.pretrain_epochs,
-            "seconds": round(pretrain_seconds, 1),
-            "test": metrics["tasks"],
-        },
+        "pretrain": {"epochs": args.pretrain_epochs, "test": pretrain_metrics["tasks"]},
         "finetune_epochs": args.finetune_epochs,
         "runs": runs,
         "mean": {
-            name: {
-                key: round(statistics.mean(r[key] for r in seeds.values()), 4)
-                for key in ("accuracy", "macro_f1")
-            }
-            for name, seeds in runs.items()
+            target: {name: summary(seeds) for name, seeds in settings_runs.items()}
+            for target, settings_runs in runs.items()
         },
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    print(json.dumps(results["mean"], indent=2))
 
 
 if __name__ == "__main__":

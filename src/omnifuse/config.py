@@ -220,7 +220,8 @@ class TrainConfig(StrictModel):
     # a saved model (a run's --out folder) to start from: every weight whose name and shape
     # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
     init: Path | None = None
-    # the parts loaded from `init` (encoders, fusion, decoder, tasks, ...); None loads them all
+    # the parts loaded from `init` (encoders, fusion, decoder, tasks, or dotted paths inside
+    # them such as encoders.image); None loads them all
     init_parts: list[str] | None = None
 
 

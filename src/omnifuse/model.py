@@ -274,20 +274,26 @@ class OmnifuseModel(nn.Module):
     def load_matching(self, directory: str | Path, parts: Sequence[str] | None = None) -> list[str]:
         """Load every weight of the saved model in `directory` whose name and shape match this
         model's (encoders, fusion, decoder and same-named tasks of a pre-trained model), or
-        only those of the top-level `parts` (e.g. ["encoders"]); returns the names loaded.
+        only those under `parts` (e.g. ["encoders"], ["encoders.image", "fusion"]); returns
+        the names loaded.
         Refuses a model that shares no weight with this one."""
         saved_config(directory)
         saved = load_file(str(Path(directory) / WEIGHTS_FILE))
         mine = self.state_dict()
         if parts is not None:
-            known = sorted(name for name, _ in self.named_children())
             for part in parts:
-                if part not in known:
+                if not any(k == part or k.startswith(f"{part}.") for k in mine):
+                    known = sorted({k.split(".")[0] for k in mine})
                     raise ConfigError(
-                        f"train.init_parts: unknown part '{part}'{closest(part, known)}; "
-                        f"the model has {', '.join(known)}"
+                        f"train.init_parts: this model has no part '{part}'"
+                        f"{closest(part.split('.')[0], known)}; its parts are "
+                        f"{', '.join(known)} (or a dotted path inside one: encoders.image)"
                     )
-            saved = {k: v for k, v in saved.items() if k.split(".")[0] in parts}
+            saved = {
+                k: v
+                for k, v in saved.items()
+                if any(k == p or k.startswith(f"{p}.") for p in parts)
+            }
         matching = {k: v for k, v in saved.items() if k in mine and mine[k].shape == v.shape}
         if not matching:
             raise OmnifuseError(f"{directory}: the saved model shares no weight with this one")

@@ -234,3 +234,9 @@ def test_sweep_matches_a_plain_evaluation_and_restores_the_encoders(world):
     targets = torch.cat([b.targets["scene"] for b in noisy])
     expected = (predictions == targets).float().mean().item()
     assert curves["tabular"]["missing"][-1] == pytest.approx(expected)
+    # an image-kind modality perturbed as audio (AV-MNIST's spectrograms) gets audio's curves
+    as_audio = sweep(
+        model, samples, prepared.collate, "scene", levels=(1.0,), perturb_as={"image": "audio"}
+    )
+    assert sorted(as_audio["image"]) == ["dropout", "missing", "noise"]
+    assert as_audio["image"]["noise"][0] == curves["image"]["gaussian"][0]  # the clean value

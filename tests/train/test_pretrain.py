@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from omnifuse.config import parse_config
-from omnifuse.errors import OmnifuseError
+from omnifuse.errors import ConfigError, OmnifuseError
 from omnifuse.model import OmnifuseModel
 from omnifuse.train.run import prepare, run, train
 from tests.conftest import tiny_config
@@ -69,6 +69,12 @@ def test_fine_tuning_starts_from_the_pretrained_weights_and_preprocessing(
         torch.testing.assert_close(state[key], weights[key])
     trained = train(prepared, progress=False)
     assert set(trained.metrics) == {"retrieval", "scene", "score"}
+
+    # only some parts: a top-level module, or a dotted path inside one
+    only = OmnifuseModel.build(prepared.config).load_matching(pretrained, ["encoders.text"])
+    assert only and all(k.startswith("encoders.text.") for k in only)
+    with pytest.raises(ConfigError, match="no part 'fusoin' \\(did you mean 'fusion'\\?\\)"):
+        model.load_matching(pretrained, ["fusoin"])
 
 
 def test_init_from_a_folder_without_a_model_is_a_clear_error(world: Path, tmp_path: Path):

@@ -13,7 +13,7 @@ samples, and positions inside each sample's length on the padded last axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -193,19 +193,24 @@ def sweep(
     levels: Sequence[float] = LEVELS,
     seed: int = 0,
     batch_size: int = 256,
+    perturb_as: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, list[float]]]:
     """`task`'s `metric` with each perturbation of each modality at each level:
     {modality: {perturbation: [clean value, value at levels[0], ...]}}. The random draws of
     curve c at level index i come from a generator seeded with (seed, c, i), so every model
-    evaluated with the same seed sees the same perturbed inputs."""
+    evaluated with the same seed sees the same perturbed inputs. `perturb_as` perturbs a
+    modality as another kind would be (AV-MNIST's spectrogram, read as an image, as audio:
+    noise and time-frame dropout on its last axis)."""
+    perturb_as = perturb_as or {}
     model.eval()
     batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
     curves = [
         (name, label, perturb)
         for name in sorted(model.modalities)
         for label, perturb in perturbations(
-            model.config.modalities[name].kind, model.config.modalities[name]
+            perturb_as.get(name, model.config.modalities[name].kind),
+            model.config.modalities[name],
         ).items()
     ]
     results: dict[str, dict[str, list[float]]] = {}
