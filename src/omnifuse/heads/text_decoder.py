@@ -24,7 +24,8 @@ from omnifuse.fusion.base import Fused
 from omnifuse.layers.attention import DecoderBlock
 
 PAD = 0
-# next-token logits (N, V) after prefixes (N, T) of batch samples rows (N,); tasks.base has it too
+# next-token logits (N, V) after prefixes (N, T) of batch samples `rows` (N,), a sample
+# repeating once per beam; what the model gives `Task.generate`
 NextLogits = Callable[[Tensor, Tensor], Tensor]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +13,7 @@ from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
 from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryHead
-
-# next-token logits (B', V) after `prefix` (B', T) token ids, continuing the samples `rows`
-# (B',) of the batch (a sample repeats once per beam); see Task.generate
-NextLogits = Callable[[Tensor, Tensor], Tensor]
+from omnifuse.heads.text_decoder import NextLogits
 
 
 @dataclass
