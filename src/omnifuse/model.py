@@ -62,8 +62,8 @@ def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor
 
 
 def hide(tokens: Tokens, keep: Tensor) -> Tokens:
-    """`tokens` with the samples where `keep` (B,) is False masked and zeroed."""
-    mask = tokens.mask & keep[:, None]
+    """`tokens` masked and zeroed where `keep` is False: per sample (B,) or per token (B, N)."""
+    mask = tokens.mask & (keep[:, None] if keep.ndim == 1 else keep)
     return Tokens(tokens.tokens * mask[..., None], mask)
 
 
@@ -223,11 +223,8 @@ class OmnifuseModel(nn.Module):
         """`tokens` with each token hidden with probability `ratio` (all of them at 1), drawn
         from torch's global RNG."""
         if ratio >= 1:
-            keep = torch.zeros_like(tokens.mask)
-        else:
-            keep = torch.rand(tokens.mask.shape, device=tokens.mask.device) >= ratio
-        mask = tokens.mask & keep
-        return Tokens(tokens.tokens * mask[..., None], mask)
+            return hide(tokens, torch.zeros_like(tokens.mask))
+        return hide(tokens, torch.rand(tokens.mask.shape, device=tokens.mask.device) >= ratio)
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities

@@ -12,12 +12,13 @@ from torch import Tensor, nn
 
 from omnifuse.config import parse_config
 from omnifuse.data.batch import Batch, Collate, Sample
+from omnifuse.eval.metrics import text_metrics
 from omnifuse.eval.report import generation_examples, write_report
 from omnifuse.fusion.base import Fused
 from omnifuse.heads.text_decoder import Special, beam_search, greedy, sample
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import create_task
-from omnifuse.tasks.generation import Codec, Generation, text_metrics
+from omnifuse.tasks.generation import Codec, Generation
 from omnifuse.train.run import Prepared, prepare
 from tests.conftest import tiny_config
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -61,4 +63,44 @@ def retrieval_metrics(ranks: Tensor) -> dict[str, float]:
     return recall_at_k(ranks) | {
         "median_rank": median_rank(ranks),
         "mrr": mean_reciprocal_rank(ranks),
+    }
+
+
+def normalise(text: str) -> str:
+    """Lower case, whitespace collapsed: what exact match compares."""
+    return " ".join(text.lower().split())
+
+
+def bleu4(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU-4 with one reference per text (sacrebleu's defaults, 13a tokens), in [0, 1]."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(generated), [list(references)]).score) / 100
+
+
+def rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F1 (rouge-score: lower-cased alphanumeric tokens)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scores = [
+        scorer.score(ref, gen)["rougeL"].fmeasure
+        for gen, ref in zip(generated, references, strict=True)
+    ]
+    return sum(scores) / len(scores)
+
+
+def exact_match(generated: Sequence[str], references: Sequence[str]) -> float:
+    same = [normalise(g) == normalise(r) for g, r in zip(generated, references, strict=True)]
+    return sum(same) / len(same)
+
+
+def text_metrics(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """bleu4, rougeL and exact_match of generated texts against references; NaN when empty."""
+    if not generated:
+        return {"bleu4": float("nan"), "rougeL": float("nan"), "exact_match": float("nan")}
+    return {
+        "bleu4": bleu4(generated, references),
+        "rougeL": rouge_l(generated, references),
+        "exact_match": exact_match(generated, references),
     }

@@ -31,6 +31,7 @@ from torch import Tensor
 from omnifuse.data.batch import Batch
 from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.eval.metrics import text_metrics
 from omnifuse.fusion.base import Fused
 from omnifuse.heads.text_decoder import (
     PAD,
@@ -210,46 +211,6 @@ class Generation(Task):
         generated = [self.codec.decode(ids) for ids in prediction.tolist()]
         references = [self.codec.decode(ids) for ids in target.tolist()]
         return text_metrics(generated, references)
-
-
-def normalise(text: str) -> str:
-    """Lower case, whitespace collapsed: what exact match compares."""
-    return " ".join(text.lower().split())
-
-
-def bleu4(generated: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU-4 with one reference per text (sacrebleu's defaults, 13a tokens), in [0, 1]."""
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(generated), [list(references)]).score) / 100
-
-
-def rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F1 (rouge-score: lower-cased alphanumeric tokens)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    scores = [
-        scorer.score(ref, gen)["rougeL"].fmeasure
-        for gen, ref in zip(generated, references, strict=True)
-    ]
-    return sum(scores) / len(scores)
-
-
-def exact_match(generated: Sequence[str], references: Sequence[str]) -> float:
-    same = [normalise(g) == normalise(r) for g, r in zip(generated, references, strict=True)]
-    return sum(same) / len(same)
-
-
-def text_metrics(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """bleu4, rougeL and exact_match of generated texts against references; NaN when empty."""
-    if not generated:
-        return {"bleu4": float("nan"), "rougeL": float("nan"), "exact_match": float("nan")}
-    return {
-        "bleu4": bleu4(generated, references),
-        "rougeL": rouge_l(generated, references),
-        "exact_match": exact_match(generated, references),
-    }
 
 
 @register_task("generation")
