@@ -27,8 +27,15 @@ def test_register_create_and_list():
     def square(size: int, *, scale: float = 1.0) -> float:
         return size * size * scale
 
-    assert registry.names() == ["square"]
+    @registry.register("cube", version=3)
+    def cube(size: int) -> int:
+        return size**3
+
+    assert registry.names() == ["cube", "square"]
     assert registry.create("square", size=3, scale=2.0) == 18.0
+    assert (registry.version("square"), registry.version("cube")) == (1, 3)
+    with pytest.raises(ConfigError, match="unknown widget 'sphere'"):
+        registry.version("sphere")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("square")(square)
 

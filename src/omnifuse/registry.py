@@ -34,15 +34,24 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._builders: dict[str, Callable[..., Any]] = {}
+        self._versions: dict[str, int] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
+    def register(self, name: str, *, version: int = 1) -> Callable[[F], F]:
+        """Register a builder; bump `version` when the same options come to build something
+        different (a dataset's version is in its cache key)."""
+
         def decorator(builder: F) -> F:
             if name in self._builders:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
+            self._versions[name] = version
             return builder
 
         return decorator
+
+    def version(self, name: str) -> int:
+        self.builder(name)  # the error for an unknown name
+        return self._versions[name]
 
     def names(self) -> list[str]:
         return sorted(self._builders)

@@ -5,7 +5,7 @@ from pathlib import Path
 from omnifuse.registry import register_dataset
 
 
-@register_dataset("world")
+@register_dataset("world", version=2)
 def world_dataset(
     out: Path, progress: bool = False, *, n: int = 3000, seed: int = 0, missing: float = 0.05
 ) -> Path:
@@ -15,7 +15,7 @@ def world_dataset(
     return generate_world(out, n=n, seed=seed, missing=missing, progress=progress)
 
 
-@register_dataset("avmnist")
+@register_dataset("avmnist", version=2)
 def avmnist_dataset(
     out: Path,
     progress: bool = False,

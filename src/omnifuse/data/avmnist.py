@@ -1,8 +1,9 @@
 """AV-MNIST from real files: MNIST digits paired with spoken digits, as in MFAS and MultiBench.
 
-Each sample is an MNIST image with about 75% of its PCA energy removed (PCA fitted on the
-training images only) and a 112x112 log-magnitude spectrogram of a Free Spoken Digit Dataset
-recording of the same digit, drowned in white noise at `snr_db` (fresh for each sample).
+Each sample is an MNIST image with about 75% of its PCA energy removed (only the leading
+components kept; the PCA fitted on the training images only) and a 112x112 log-magnitude
+spectrogram of a Free Spoken Digit Dataset recording of the same digit, drowned in white
+noise at `snr_db` (fresh for each sample).
 docs/avmnist.md gives every choice and where it differs from MultiBench.
 
     manifest = build_avmnist("avmnist", mnist="data/mnist", fsdd="data/fsdd/recordings")
@@ -36,8 +37,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.registry import DATASETS
 
-VERSION = 1
+VERSION = DATASETS.version("avmnist")  # in meta.json and the cache key
 SAMPLE_RATE = 8000  # FSDD's rate; recordings are never resampled
 SPECTROGRAM_SIZE = 112  # frequency bins x frames, as MFAS and MultiBench
 N_FFT = 2 * (SPECTROGRAM_SIZE - 1)  # 222: n_fft // 2 + 1 = 112 bins from 0 to 4 kHz
@@ -230,35 +232,32 @@ def read_recording(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EnergyRemoval:
-    """PCA fitted on training images: `components` (k, 784) are the leading principal axes
-    whose variance makes up `removed` (>= the requested fraction) of the total."""
+    """PCA fitted on training images: only the leading principal axes `components` (k, 784)
+    are kept; the trailing ones, `removed` (>= the requested fraction) of the variance, go."""
 
     mean: np.ndarray  # (784,)
     components: np.ndarray  # (k, 784), orthonormal rows
     removed: float
 
-    def residual(self, images: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) images minus the mean and their projection on the components."""
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) images projected on the kept components: mean + U Uᵀ (x - mean)."""
         x = images.reshape(len(images), -1).astype(np.float64) - self.mean
-        x -= (x @ self.components.T) @ self.components
-        return x.reshape(images.shape)
+        return (self.mean + (x @ self.components.T) @ self.components).reshape(images.shape)
 
 
 def fit_energy_removal(images: np.ndarray, fraction: float = ENERGY_REMOVED) -> EnergyRemoval:
-    """The fewest leading principal components whose variance reaches `fraction` of the
+    """The fewest leading principal components whose variance reaches `1 - fraction` of the
     total variance of `images` (an eigendecomposition of their 784x784 covariance)."""
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"avmnist: energy_removed must be in [0, 1), got {fraction}")
     x = images.reshape(len(images), -1).astype(np.float64)
     mean = x.mean(axis=0)
-    if fraction == 0:
-        return EnergyRemoval(mean, np.zeros((0, x.shape[1])), 0.0)
     x -= mean
     values, vectors = np.linalg.eigh(x.T @ x / max(len(x) - 1, 1))
     values, vectors = values[::-1].clip(min=0.0), vectors[:, ::-1]  # descending
     share = np.cumsum(values) / values.sum()
-    k = int(np.searchsorted(share, fraction - 1e-12)) + 1
-    return EnergyRemoval(mean, np.ascontiguousarray(vectors[:, :k].T), float(share[k - 1]))
+    k = min(int(np.searchsorted(share, 1.0 - fraction - 1e-12)) + 1, len(share))
+    return EnergyRemoval(mean, np.ascontiguousarray(vectors[:, :k].T), 1.0 - float(share[k - 1]))
 
 
 # --- audio: noise and spectrogram -----------------------------------------------------------
@@ -415,14 +414,14 @@ def _write(
     removal = fit_energy_removal(
         data.train_images[: n_train - n_val], float(options["energy_removed"])
     )
-    fitted = removal.residual(data.train_images[: n_train - n_val])
-    image_scale = 127.0 / max(float(np.percentile(np.abs(fitted), 99.9)), 1e-8)
+    fitted = removal.apply(data.train_images[: n_train - n_val])
+    # the uint8 range: the 0.1th and 99.9th percentiles of the training projections
+    image_low, image_high = (float(v) for v in np.percentile(fitted, [0.1, 99.9]))
     images = {"train": data.train_images, "test": data.test_images}
     for chunk in _chunks(samples, progress, "avmnist images"):
         batch = np.stack([images[s.mnist_split][s.index] for s in chunk])
-        residuals = removal.residual(batch)
-        for s, residual in zip(chunk, residuals, strict=True):
-            pixels = to_uint8(residual * image_scale, -128.0, 127.0)
+        for s, projected in zip(chunk, removal.apply(batch), strict=True):
+            pixels = to_uint8(projected, image_low, image_high)
             Image.fromarray(pixels).save(root / "images" / f"{s.id}.png")
 
     # audio: every recording read once; each sample draws its recording and its noise
@@ -482,11 +481,13 @@ def _write(
             },
         },
         "image": {
-            "pca_components_removed": len(removal.components),
+            "pca_components_kept": len(removal.components),
             "energy_removed": round(removal.removed, 6),
             "fitted_on": counts["train"],
-            "png": "uint8 = clip(round(128 + scale * residual)), residual in raw pixel units",
-            "scale": image_scale,
+            "png": "uint8 = clip(round(255 * (projection - low) / (high - low))), "
+            "projection = mean + U Uᵀ (x - mean) in raw pixel units",
+            "low": image_low,
+            "high": image_high,
         },
         "audio": {
             "sample_rate": SAMPLE_RATE,

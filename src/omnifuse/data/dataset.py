@@ -41,8 +41,11 @@ def resolve_manifest(data: DataConfig, *, progress: bool = False) -> Path:
     import omnifuse.data  # noqa: F401  (registers the built-in datasets)
 
     options = DATASETS.validate(data.dataset.type, data.dataset.options, "data.dataset")
-    # The package version is in the key: a new release may generate a dataset differently.
-    key_text = json.dumps({"version": __version__, **options}, sort_keys=True)
+    # The package's and the dataset's versions are in the key: either may change what is built.
+    key_text = json.dumps(
+        {"version": __version__, "dataset_version": DATASETS.version(data.dataset.type), **options},
+        sort_keys=True,
+    )
     key = hashlib.sha1(key_text.encode()).hexdigest()[:10]
     out = cache_dir() / "datasets" / f"{data.dataset.type}-{key}"
     if not out.exists():

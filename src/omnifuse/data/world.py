@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.registry import DATASETS
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -41,7 +42,7 @@ SCENE_CLASS_NAMES = tuple(
     for venue in VENUES
 )
 SYNERGY_CLASS_NAMES = ("pattern equals hum", "pattern differs from hum")
-VERSION = 2
+VERSION = DATASETS.version("world")  # in meta.json and the cache key
 
 _RADIUS = {"small": (5.0, 7.0), "large": (10.0, 12.5)}
 _RGB = {
