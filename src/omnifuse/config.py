@@ -54,17 +54,29 @@ class Component(BaseModel):
 
 
 class ImageConfig(StrictModel):
-    """An image file per row, resized to `size` x `size` RGB."""
+    """An image file per row, resized to `size` x `size`, read as RGB (`channels: 3`) or
+    greyscale (`channels: 1`: a third of the memory for grey images)."""
 
     kind: Literal["image"] = "image"
     column: str | None = None
     size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 3
     encoder: Component = Component(type="image_conv")
     # "fitted": per-channel statistics of the training split; "imagenet": the fixed ImageNet
     # statistics that pretrained backbones expect
     normalize: Literal["fitted", "imagenet"] = "fitted"
     mean: list[float] | None = None  # per channel, fitted on the training split
     std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _statistics_fit_channels(self) -> ImageConfig:
+        if self.normalize == "imagenet" and self.channels != 3:
+            raise ValueError("normalize: imagenet needs channels: 3")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"{name} has {len(values)} values for {self.channels} channels")
+        return self
 
 
 class TextConfig(StrictModel):

@@ -26,6 +26,38 @@ def test_image_imagenet_normalisation_needs_no_fitting(tmp_path: Path):
     torch.testing.assert_close(pixel, torch.tensor(expected))
 
 
+def test_greyscale_images_read_one_channel_fit_one_statistic_and_train(tmp_path: Path):
+    Image.new("L", (8, 8), 200).save(tmp_path / "light.png")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "blue.png")  # converted to grey
+    rows = [{"image": "light.png"}, {"image": "blue.png"}]
+    modality = create_modality("image", ImageConfig(size=8, channels=1))
+    fitted = modality.fit(Manifest(tmp_path / "m.jsonl", rows), [0, 1])
+    grey_blue = round(0.114 * 255) / 255  # Pillow's ITU-R 601-2 luma of pure blue
+    assert fitted.mean == pytest.approx([(200 / 255 + grey_blue) / 2], abs=1e-3)
+    assert len(fitted.std or []) == 1
+    loaded = create_modality("image", fitted).load(rows[0], tmp_path)
+    assert loaded.shape == (1, 8, 8)
+    torch.testing.assert_close(
+        loaded, torch.full((1, 8, 8), (200 / 255 - fitted.mean[0]) / fitted.std[0])
+    )
+    assert modality.template().shape == (1, 8, 8)
+    for encoder in ("image_conv", "image_patch"):
+        config = ImageConfig(size=8, channels=1, encoder={"type": encoder})
+        module = create_modality("image", config).build_encoder(16)
+        tokens = module(torch.randn(2, 1, 8, 8), torch.zeros(2)).tokens
+        tokens.sum().backward()
+        assert tokens.shape[0] == 2 and tokens.shape[-1] == 16
+
+
+def test_channels_must_fit_the_statistics_and_the_normalisation():
+    with pytest.raises(ValueError, match="normalize: imagenet needs channels: 3"):
+        ImageConfig(channels=1, normalize="imagenet")
+    with pytest.raises(ValueError, match="mean has 3 values for 1 channels"):
+        ImageConfig(channels=1, mean=[0.5, 0.5, 0.5], std=[0.2])
+    with pytest.raises(ValueError, match="channels"):
+        ImageConfig(channels=2)
+
+
 def test_bad_image_files_are_clear_errors(tmp_path: Path):
     (tmp_path / "bad.png").write_text("not an image")
     modality = create_modality("photo", ImageConfig(size=8))

@@ -26,13 +26,14 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 class ImageModality(Modality[ImageConfig]):
     def read(self, value: Any, root: Path) -> Tensor:
-        """The image as (3, size, size) floats in [0, 1]."""
+        """The image as (channels, size, size) floats in [0, 1]."""
         path = self.resolve(str(value), root)
         try:
             with Image.open(path) as image:
                 size = (self.config.size, self.config.size)
-                rgb = image.convert("RGB").resize(size, Image.Resampling.BILINEAR)
-                array = np.asarray(rgb, dtype=np.float32) / 255.0
+                mode = "RGB" if self.config.channels == 3 else "L"
+                pixels = image.convert(mode).resize(size, Image.Resampling.BILINEAR)
+                array = np.asarray(pixels, dtype=np.float32).reshape(*size, -1) / 255.0
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise DataError(f"column '{self.column}': cannot read image {value}: {error}") from None
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
@@ -41,9 +42,10 @@ class ImageModality(Modality[ImageConfig]):
         if self.config.normalize == "imagenet":
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
-            mean, std = self.config.mean or [0.5] * 3, self.config.std or [0.25] * 3
+            channels = self.config.channels
+            mean, std = self.config.mean or [0.5] * channels, self.config.std or [0.25] * channels
         image = self.read(value, root)
-        return (image - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        return (image - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> ImageConfig:
         if self.config.normalize == "imagenet":
@@ -51,27 +53,34 @@ class ImageModality(Modality[ImageConfig]):
         images = self.read_some(manifest, rows)
         if not images:
             return self.config
-        pixels = torch.stack(images).transpose(0, 1).flatten(1)  # (3, pixels)
+        pixels = torch.stack(images).transpose(0, 1).flatten(1)  # (channels, pixels)
         return self.config.model_copy(
             update={"mean": pixels.mean(1).tolist(), "std": pixels.std(1).clamp(min=1e-3).tolist()}
         )
 
     def template(self) -> Tensor:
-        return torch.zeros(3, self.config.size, self.config.size)
+        return torch.zeros(self.config.channels, self.config.size, self.config.size)
 
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder
-        return create_encoder(encoder.type, dim=dim, size=self.config.size, **encoder.options)
+        return create_encoder(
+            encoder.type,
+            dim=dim,
+            size=self.config.size,
+            channels=self.config.channels,
+            **encoder.options,
+        )
 
 
 class ConvImageEncoder(nn.Module):
     """Stride-2 convolution stages, then one token per cell of the final feature map."""
 
-    def __init__(self, *, dim: int, size: int, width: int, stages: int, augment: bool) -> None:
+    def __init__(
+        self, *, dim: int, size: int, channels: int, width: int, stages: int, augment: bool
+    ) -> None:
         super().__init__()
         self.augment = ImageAugment() if augment else nn.Identity()
         layers: list[nn.Module] = []
-        channels = 3
         for stage in range(stages):
             out = dim if stage == stages - 1 else width * 2**stage
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GroupNorm(1, out)]
@@ -90,13 +99,21 @@ class ConvImageEncoder(nn.Module):
 
 @register_encoder("image_conv")
 def image_conv(
-    dim: int, size: int, *, width: int = 32, stages: int = 3, augment: bool = False
+    dim: int,
+    size: int,
+    channels: int = 3,
+    *,
+    width: int = 32,
+    stages: int = 3,
+    augment: bool = False,
 ) -> ConvImageEncoder:
     """A small convolutional stem: ceil(size / 2**stages)**2 tokens. `augment`: random
     resized crop, flip and colour jitter while training."""
     if width < 1 or stages < 1:
         raise ConfigError(f"image_conv: width ({width}) and stages ({stages}) must be >= 1")
-    return ConvImageEncoder(dim=dim, size=size, width=width, stages=stages, augment=augment)
+    return ConvImageEncoder(
+        dim=dim, size=size, channels=channels, width=width, stages=stages, augment=augment
+    )
 
 
 class PatchImageEncoder(nn.Module):
@@ -104,11 +121,19 @@ class PatchImageEncoder(nn.Module):
     transformer layers."""
 
     def __init__(
-        self, *, dim: int, size: int, patch: int, depth: int, heads: int, augment: bool
+        self,
+        *,
+        dim: int,
+        size: int,
+        channels: int,
+        patch: int,
+        depth: int,
+        heads: int,
+        augment: bool,
     ) -> None:
         super().__init__()
         self.augment = ImageAugment() if augment else nn.Identity()
-        self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.embed = nn.Conv2d(channels, dim, patch, stride=patch)
         self.position = nn.Parameter(torch.randn((size // patch) ** 2, dim) * 0.02)
         self.blocks = nn.ModuleList(SelfAttentionBlock(dim=dim, heads=heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -126,6 +151,7 @@ class PatchImageEncoder(nn.Module):
 def image_patch(
     dim: int,
     size: int,
+    channels: int = 3,
     *,
     patch: int = 8,
     depth: int = 2,
@@ -137,5 +163,11 @@ def image_patch(
     if patch < 1 or size % patch:
         raise ConfigError(f"image_patch: image size {size} is not a multiple of patch {patch}")
     return PatchImageEncoder(
-        dim=dim, size=size, patch=patch, depth=depth, heads=heads, augment=augment
+        dim=dim,
+        size=size,
+        channels=channels,
+        patch=patch,
+        depth=depth,
+        heads=heads,
+        augment=augment,
     )

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
 from omnifuse.modalities.base import Tokens
-from omnifuse.pretrained.encoder import Backbone, PretrainedEncoder, Train, require
+from omnifuse.pretrained.encoder import (
+    Backbone,
+    PretrainedEncoder,
+    Train,
+    require,
+    rgb_only,
+)
 from omnifuse.registry import register_encoder
 
 # (repeats, kernel, stride, expansion, input channels, output channels) per stage
@@ -131,11 +137,18 @@ class EfficientNetBackbone(Backbone):
 
 @register_encoder("image_efficientnet_lite0")
 def image_efficientnet_lite0(
-    dim: int, size: int, *, train: Train = "none", cache: bool = True, cache_dir: str | None = None
+    dim: int,
+    size: int,
+    channels: int = 3,
+    *,
+    train: Train = "none",
+    cache: bool = True,
+    cache_dir: str | None = None,
 ) -> PretrainedEncoder:
     """ImageNet EfficientNet-Lite0: (size / 32)**2 tokens of its 1280 final features, projected
     to `dim`. Set the image modality's `size: 224` (or a multiple of 32) and `normalize:
     imagenet`. `train`: "none" (frozen), "all", or k to train only the last k of its 17 blocks."""
+    rgb_only("image_efficientnet_lite0", channels)
     if size % 32:
         raise ConfigError(
             f"image_efficientnet_lite0 needs an image size that is a multiple of 32, got {size}"

@@ -54,6 +54,14 @@ def require(module: str, encoder: str, install: str = EXTRA) -> ModuleType:
         ) from None
 
 
+def rgb_only(encoder: str, channels: int) -> None:
+    """Pretrained image backbones read RGB: a greyscale image modality is refused."""
+    if channels != 3:
+        raise ConfigError(
+            f"encoder '{encoder}' reads RGB images; set the image modality's channels: 3"
+        )
+
+
 class Backbone(nn.Module, ABC):
     """A pretrained network as `PretrainedEncoder` uses it."""
 
