@@ -233,7 +233,7 @@ def read_recording(path: Path) -> np.ndarray:
 @dataclass(frozen=True)
 class EnergyRemoval:
     """PCA fitted on training images: only the leading principal axes `components` (k, 784)
-    are kept; the trailing ones, `removed` (>= the requested fraction) of the variance, go."""
+    are kept; the trailing ones, `removed` (at most the requested fraction) of the variance, go."""
 
     mean: np.ndarray  # (784,)
     components: np.ndarray  # (k, 784), orthonormal rows
