@@ -22,17 +22,14 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from omnifuse.config import (
-    AudioConfig,
-    ImageConfig,
-    TabularConfig,
-    TextConfig,
-    TimeSeriesConfig,
-    VectorConfig,
-    VideoConfig,
-)
-from omnifuse.modalities import create_modality
-from omnifuse.registry import ENCODERS, list_encoders
+from omnifuse.modalities.audio import AudioConfig
+from omnifuse.modalities.image import ImageConfig
+from omnifuse.modalities.tabular import TabularConfig
+from omnifuse.modalities.text import TextConfig
+from omnifuse.modalities.timeseries import TimeSeriesConfig
+from omnifuse.modalities.vector import VectorConfig
+from omnifuse.modalities.video import VideoConfig
+from omnifuse.registry import ENCODERS, create_modality, list_encoders
 
 
 def synthetic(kind: str, batch: int) -> tuple[BaseModel, Tensor, Tensor]:

@@ -45,7 +45,7 @@ def peak_rss_mib() -> float:
 def measure(strategy: str, tokens: int, args: argparse.Namespace) -> dict[str, Any]:
     """One configuration, in this process: call it in a fresh one."""
     from omnifuse.fusion.base import count_parameters
-    from omnifuse.modalities.base import Tokens
+    from omnifuse.interfaces import Tokens
     from omnifuse.registry import create_fusion
 
     torch.set_num_threads(args.threads)

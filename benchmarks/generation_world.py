@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from omnifuse.cli import resolve_config
 from omnifuse.data.world import COLOURS, SHAPES, SIZES
 from omnifuse.eval.evaluate import evaluate
-from omnifuse.eval.metrics import text_metrics
 from omnifuse.fusion.base import count_parameters
+from omnifuse.metrics import text_metrics
 from omnifuse.model import OmnifuseModel
 from omnifuse.tasks.generation import Generation
 from omnifuse.train.run import Prepared, prepare, train

@@ -70,6 +70,35 @@ def test_component_shorthand_is_a_type_name(tmp_path: Path):
             lambda d: d["data"].update(dataset={"type": "world"}),
             "data: Value error, set exactly one of 'manifest' and 'dataset'",
         ),
+        (
+            lambda d: d["modalities"]["image"].pop("kind"),
+            "modalities.image.kind: required; known: audio, image,",
+        ),
+        (
+            lambda d: d["modalities"]["image"].update(encoder={"type": "text_transformer"}),
+            "modalities.image.encoder.type: encoder 'text_transformer' reads text, not image; "
+            "image encoders: image_conv, image_efficientnet_lite0, image_hf, image_patch",
+        ),
+        (
+            lambda d: d["modalities"]["image"].update(
+                channels=1, encoder={"type": "image_efficientnet_lite0"}
+            ),
+            "modalities.image.channels: encoder 'image_efficientnet_lite0' needs channels: 3",
+        ),
+        (
+            lambda d: d["modalities"]["audio"].update(encoder={"type": "audio_hf", "path": "x"}),
+            "modalities.audio.features: encoder 'audio_hf' needs features: waveform",
+        ),
+        (
+            lambda d: d["modalities"]["text"].update(
+                tokenizer="bpe", encoder={"type": "text_minilm"}
+            ),
+            "modalities.text.tokenizer: encoder 'text_minilm' needs tokenizer: bytes",
+        ),
+        (
+            lambda d: d["model"]["tasks"].update(r={"type": "reconstruction", "modality": "imag"}),
+            "model.tasks.r.modality: unknown modality 'imag' (did you mean 'image'?)",
+        ),
     ],
 )
 def test_errors_name_the_field(tmp_path: Path, edit, message: str):
@@ -93,7 +122,19 @@ def test_unreadable_files_are_config_errors(tmp_path: Path):
 
 
 def test_without_modalities_drops_tasks_that_need_them(tmp_path: Path):
-    config = parse_config(tiny_config(tmp_path / "m.parquet"))
+    data = tiny_config(tmp_path / "m.parquet")
+    data["model"]["tasks"]["impute"] = {"type": "reconstruction", "modality": "audio"}
+    config = parse_config(data)
     alone = config.without_modalities(["audio"])
     assert list(alone.modalities) == ["audio"]
+    # alignment reads image and text; reconstructing audio needs another modality
     assert set(alone.model.tasks) == {"scene", "score"}
+    assert set(config.without_modalities(["image"]).model.tasks) == {"scene", "score"}
+    assert "impute" in config.without_modalities(["image", "audio"]).model.tasks
+
+
+def test_without_modalities_refuses_when_no_task_is_left(tmp_path: Path):
+    data = tiny_config(tmp_path / "m.parquet")
+    data["model"]["tasks"] = {"retrieval": {"type": "alignment", "between": ["image", "text"]}}
+    with pytest.raises(ConfigError, match=r"model.tasks: no task runs on audio alone"):
+        parse_config(data).without_modalities(["audio"])

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnifuse.config import apply_overrides, load_config, parse_config
-from omnifuse.data.manifest import read_manifest, split_rows
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.manifest import read_manifest, split_rows
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

@@ -411,7 +411,8 @@ def data_avmnist(
 
     Example: omnifuse data avmnist --mnist data/mnist --fsdd data/fsdd/recordings --out avmnist
     """
-    from omnifuse.data.avmnist import build_avmnist, download_fsdd, download_mnist
+    from omnifuse.data.avmnist import build_avmnist
+    from omnifuse.data.avmnist_download import download_fsdd, download_mnist
 
     if download:
         download_mnist(mnist, progress=True)
@@ -442,7 +443,7 @@ def data_folder(root: Path, out: Path) -> None:
     Example: omnifuse data folder photos --out photos/manifest.csv
     """
     from omnifuse.data.formats import import_image_folder
-    from omnifuse.data.manifest import read_manifest
+    from omnifuse.manifest import read_manifest
 
     rows = read_manifest(import_image_folder(root, out)).rows
     click.echo(json.dumps({"manifest": str(out), "rows": len(rows)}))
@@ -472,7 +473,7 @@ def data_coco(annotations: Path, images: Path, out: Path, per: str, split: str |
     Example: omnifuse data coco captions_val2017.json --images val2017 --out coco.jsonl
     """
     from omnifuse.data.formats import import_coco_captions
-    from omnifuse.data.manifest import read_manifest
+    from omnifuse.manifest import read_manifest
 
     path = import_coco_captions(annotations, images, out, per=per, split=split)  # type: ignore[arg-type]
     click.echo(json.dumps({"manifest": str(out), "rows": len(read_manifest(path).rows)}))

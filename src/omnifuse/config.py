@@ -16,17 +16,33 @@ options of the registered builder, type-checked against its signature::
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from omnifuse.errors import ConfigError
-from omnifuse.registry import ENCODERS, FUSIONS, TASKS, Registry, _load_builtins, closest
+from omnifuse.registry import (
+    ENCODERS,
+    FUSIONS,
+    KINDS,
+    TASKS,
+    Registry,
+    closest,
+    create_task,
+    list_encoders,
+)
 
 
 class StrictModel(BaseModel):
@@ -53,129 +69,47 @@ class Component(BaseModel):
 # ---------------------------------------------------------------------------- modalities
 
 
-class ImageConfig(StrictModel):
-    """An image file per row, resized to `size` x `size`, read as RGB (`channels: 3`) or
-    greyscale (`channels: 1`: a third of the memory for grey images)."""
+class ModalityConfig(StrictModel):
+    """What every modality kind's config has: its `kind` and its `encoder`. Each kind's own
+    config (in its module under `omnifuse.modalities`, registered with `register_kind`)
+    subclasses this with `kind: Literal[name]`, its default encoder and its fields."""
 
-    kind: Literal["image"] = "image"
-    column: str | None = None
-    size: int = Field(64, ge=8)
-    channels: Literal[1, 3] = 3
-    encoder: Component = Component(type="image_conv")
-    # "fitted": per-channel statistics of the training split; "imagenet": the fixed ImageNet
-    # statistics that pretrained backbones expect
-    normalize: Literal["fitted", "imagenet"] = "fitted"
-    mean: list[float] | None = None  # per channel, fitted on the training split
-    std: list[float] | None = None
-
-    @model_validator(mode="after")
-    def _statistics_fit_channels(self) -> ImageConfig:
-        if self.normalize == "imagenet" and self.channels != 3:
-            raise ValueError("normalize: imagenet needs channels: 3")
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if values is not None and len(values) != self.channels:
-                raise ValueError(f"{name} has {len(values)} values for {self.channels} channels")
-        return self
+    kind: str
+    encoder: Component
 
 
-class TextConfig(StrictModel):
-    """A text value per row as token ids, truncated to `max_length` (an empty cell is absent).
+class KindError(ValueError):
+    """A `modalities` entry that its kind's config rejects: carried through pydantic so that
+    the message can name the field inside the entry."""
 
-    `tokenizer: bytes` uses UTF-8 bytes; `bpe` a byte-level BPE of `vocab_size` tokens trained
-    on the training split (its `merges` are fitted), which still encodes any input.
-    """
-
-    kind: Literal["text"] = "text"
-    column: str | None = None
-    max_length: int = Field(128, ge=1)
-    tokenizer: Literal["bytes", "bpe"] = "bytes"
-    vocab_size: int = Field(4096, ge=258)  # bpe: the padding id, 256 bytes, then merges
-    merges: list[tuple[str, str]] | None = None  # bpe merges, fitted on the training split
-    encoder: Component = Component(type="text_transformer")
+    def __init__(
+        self, name: str, problem: ValidationError | str, model: type[BaseModel] | None = None
+    ) -> None:
+        super().__init__(str(problem))
+        self.name, self.problem, self.model = name, problem, model or ModalityConfig
 
 
-class AudioConfig(StrictModel):
-    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, cut to `max_seconds`; as a
-    log-mel spectrogram (n_mels, frames), or as the raw waveform (samples,) for encoders that
-    take one (wav2vec2-style)."""
-
-    kind: Literal["audio"] = "audio"
-    column: str | None = None
-    sample_rate: int = Field(16000, ge=1000)
-    max_seconds: float = Field(1.0, gt=0)
-    n_mels: int = Field(64, ge=8)
-    n_fft: int = Field(400, ge=16)
-    hop: int = Field(160, ge=1)
-    features: Literal["log_mel", "waveform"] = "log_mel"
-    encoder: Component = Component(type="audio_conv")
-    mean: float | None = None  # log-mel statistics, fitted on the training split
-    std: float | None = None
-
-
-class TabularConfig(StrictModel):
-    """Numeric and categorical columns of the manifest, one token per column."""
-
-    kind: Literal["tabular"] = "tabular"
-    numeric: list[str] = []
-    categorical: list[str] = []
-    encoder: Component = Component(type="tabular_tokens")
-    stats: dict[str, tuple[float, float]] | None = None  # numeric column -> (mean, std)
-    categories: dict[str, list[str]] | None = None  # categorical column -> known values
-
-    @model_validator(mode="after")
-    def _has_columns(self) -> TabularConfig:
-        if not self.numeric and not self.categorical:
-            raise ValueError("a tabular modality needs numeric or categorical columns")
-        return self
-
-
-class TimeSeriesConfig(StrictModel):
-    """A series per row: a .npy or .csv file, or a JSON list, laid out time x channels (a 1-d
-    list or array is one channel); NaN marks a gap. Standardised per channel, cut to
-    `max_length` steps."""
-
-    kind: Literal["timeseries"] = "timeseries"
-    column: str | None = None
-    channels: int | None = Field(None, ge=1)  # fitted from the training split when unset
-    max_length: int = Field(512, ge=1)
-    encoder: Component = Component(type="timeseries_patch")
-    mean: list[float] | None = None  # per channel, fitted on the training split
-    std: list[float] | None = None
-
-
-class VideoConfig(StrictModel):
-    """A folder of frame images (sorted by name) or a .npy array (T, H, W, C) of uint8 per row;
-    `frames` frames sampled uniformly, each resized to `size` x `size` RGB."""
-
-    kind: Literal["video"] = "video"
-    column: str | None = None
-    frames: int = Field(8, ge=1)
-    size: int = Field(64, ge=8)
-    encoder: Component = Component(type="video_tubelet")
-    mean: list[float] | None = None  # per channel, fitted on the training split
-    std: list[float] | None = None
-
-
-class VectorConfig(StrictModel):
-    """A precomputed embedding per row: a JSON list of `dim` numbers or a .npy file."""
-
-    kind: Literal["vector"] = "vector"
-    column: str | None = None
-    dim: int = Field(ge=1)
-    encoder: Component = Component(type="vector_projection")
-
-
-ModalityConfig = Annotated[
-    ImageConfig
-    | TextConfig
-    | AudioConfig
-    | TabularConfig
-    | TimeSeriesConfig
-    | VideoConfig
-    | VectorConfig,
-    Field(discriminator="kind"),
-]
+def modality_config(name: str, value: Any) -> ModalityConfig:
+    """A `modalities` entry validated by the config model of its `kind`."""
+    if isinstance(value, ModalityConfig):
+        return value
+    if not isinstance(value, dict):
+        raise KindError(name, f"expected a mapping with a 'kind', got {type(value).__name__}")
+    kind = value.get("kind")
+    if kind not in KINDS.names():
+        known = ", ".join(KINDS.names())
+        if kind is None:
+            raise KindError(name, f"kind: required; known: {known}")
+        raise KindError(
+            name,
+            f"kind: unknown modality kind '{kind}'{closest(str(kind), KINDS.names())}; "
+            f"known: {known}",
+        )
+    model: type[ModalityConfig] = KINDS.info(kind)["config"]
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise KindError(name, error, model) from None
 
 
 # ---------------------------------------------------------------------------- run
@@ -240,9 +174,16 @@ class TrainConfig(StrictModel):
 class RunConfig(StrictModel):
     version: Literal[1] = 1
     data: DataConfig
-    modalities: dict[str, ModalityConfig]
+    modalities: dict[str, SerializeAsAny[ModalityConfig]]
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _by_kind(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic says what is wrong
+        return {name: modality_config(str(name), entry) for name, entry in value.items()}
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -259,8 +200,8 @@ class RunConfig(StrictModel):
             yield f"model.tasks.{name}", TASKS, task
 
     def check(self) -> RunConfig:
-        """Check component names and options against the registries; return self."""
-        _load_builtins()
+        """Check component names and options against the registries, each encoder against its
+        modality's kind, and each task against the modalities; return self."""
         for where, registry, component in self.components():
             if component.type not in registry.names():
                 raise ConfigError(
@@ -271,80 +212,121 @@ class RunConfig(StrictModel):
             component.__pydantic_extra__ = registry.validate(
                 component.type, component.options, where
             )
-        for name, task in self.model.tasks.items():
-            for modality in task.options.get("between", []):
-                if modality not in self.modalities:
-                    raise ConfigError(
-                        f"model.tasks.{name}.between: unknown modality '{modality}'"
-                        f"{closest(modality, self.modalities)}; the config defines "
-                        f"{', '.join(sorted(self.modalities))}"
-                    )
+        for name, modality in self.modalities.items():
+            _check_encoder(name, modality)
+        for name in self.model.tasks:
+            problem = self.task_spec(name).unmet(sorted(self.modalities))
+            if problem is not None:
+                raise ConfigError(f"model.tasks.{name}.{problem}")
         return self
 
-    def without_modalities(self, keep: list[str]) -> RunConfig:
-        """This config restricted to the modalities in `keep`, dropping tasks that need others."""
+    def task_spec(self, name: str) -> Any:
+        """The `TaskSpec` of task `name`: its options, target and the modalities it reads."""
+        task = self.model.tasks[name]
+        return create_task(task.type, name, **task.options)
+
+    def without_modalities(self, keep: Sequence[str]) -> RunConfig:
+        """This config restricted to the modalities in `keep`, without the tasks that cannot
+        run on those alone (that read a modality left out, or need another one); a ConfigError
+        when no task is left."""
+        kept = sorted(keep)
         data = self.model_dump(mode="json")
         data["modalities"] = {k: v for k, v in data["modalities"].items() if k in keep}
         data["model"]["tasks"] = {
-            k: v
-            for k, v in data["model"]["tasks"].items()
-            if set(v.get("between", [])) <= set(keep)
+            name: options
+            for name, options in data["model"]["tasks"].items()
+            if create_task(
+                self.model.tasks[name].type, name, **self.model.tasks[name].options
+            ).unmet(kept)
+            is None
         }
-        return RunConfig.model_validate(data)
+        if not data["model"]["tasks"]:
+            raise ConfigError(
+                f"model.tasks: no task runs on {', '.join(kept)} alone "
+                f"(every task reads another modality)"
+            )
+        return RunConfig.model_validate(data).check()
+
+
+def _check_encoder(name: str, modality: ModalityConfig) -> None:
+    """The encoder is registered for the modality's kind, with the settings it needs."""
+    encoder = modality.encoder.type
+    info = ENCODERS.info(encoder)
+    if modality.kind not in info["kinds"]:
+        raise ConfigError(
+            f"modalities.{name}.encoder.type: encoder '{encoder}' reads "
+            f"{' or '.join(info['kinds'])}, not {modality.kind}; {modality.kind} encoders: "
+            f"{', '.join(list_encoders(modality.kind))}"
+        )
+    for field, value in info.get("needs", {}).items():
+        if getattr(modality, field) != value:
+            raise ConfigError(
+                f"modalities.{name}.{field}: encoder '{encoder}' needs {field}: {value}"
+            )
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
     """Pydantic's first error as one line: `source: field.path: message`."""
+    more = len(error.errors()) - 1
     first = error.errors()[0]
-    path, model = _walk(first["loc"])
+    kind_error = (first.get("ctx") or {}).get("error")
+    if isinstance(kind_error, KindError):  # inside one `modalities` entry
+        prefix = ".".join(str(p) for p in first["loc"]) + f".{kind_error.name}"
+        if isinstance(kind_error.problem, str):
+            line = f"{prefix}.{kind_error.problem}"
+        else:
+            line = _first_error(kind_error.problem, kind_error.model, prefix)
+    else:
+        line = _first_error(error, RunConfig, "")
+    return f"{source}: {line}" + (f" (and {more} more)" if more else "")
+
+
+def _first_error(error: ValidationError, root: type[BaseModel], prefix: str) -> str:
+    """'field.path: message' for the first error of `root`'s validation, under `prefix`."""
+    first = error.errors()[0]
+    path, model = _walk(first["loc"], root)
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
         if model is not None:
             message += closest(str(first["loc"][-1]), model.model_fields)
-    elif first["type"] == "union_tag_invalid":
-        tag, expected = first["ctx"]["tag"], re.findall(r"'(\w+)'", first["ctx"]["expected_tags"])
-        path += ".kind"
-        message = (
-            f"unknown modality kind '{tag}'{closest(tag, expected)}; known: {', '.join(expected)}"
-        )
-    more = len(error.errors()) - 1
-    return f"{source}: {path or '(top level)'}: {message}" + (f" (and {more} more)" if more else "")
+    path = ".".join(p for p in (prefix, path) if p)
+    return f"{path or '(top level)'}: {message}"
 
 
-def _walk(loc: tuple[int | str, ...]) -> tuple[str, type[BaseModel] | None]:
-    """The dotted field path of an error location (without union tags), and the model that
-    holds its last field."""
+def _walk(loc: tuple[int | str, ...], root: type[BaseModel]) -> tuple[str, type[BaseModel] | None]:
+    """The dotted field path of an error location in `root`, and the model that holds its
+    last field."""
     shown: list[str] = []
-    current: Any = RunConfig
+    current: Any = root
     holder: type[BaseModel] | None = None
     for part in loc:
         holder = None
-        while get_origin(current) is Annotated:
-            current = get_args(current)[0]
+        current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             holder = current
             field = current.model_fields.get(str(part))
             current = field.annotation if field else None
-            shown.append(str(part))
         elif get_origin(current) is dict:
             current = get_args(current)[1]
-            shown.append(str(part))
-        elif get_origin(current) in (Union, UnionType):
-            members = {
-                m.model_fields["kind"].default: m
-                for m in get_args(current)
-                if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields
-            }
-            if part in members:  # a discriminated union's tag: not a field
-                current = members[part]
-            else:
-                current = None
-                shown.append(str(part))
         else:
             current = None
-            shown.append(str(part))
+        shown.append(str(part))
     return ".".join(shown), holder
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X` from `Annotated[X, ...]` and from `X | None`."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
 
 
 def parse_config(data: Any, source: str = "config") -> RunConfig:

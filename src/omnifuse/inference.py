@@ -1,5 +1,5 @@
 """A trained model on new inputs: a manifest, or loose files each read as the model's
-modality of that kind; predictions and embeddings as JSON-able rows.
+modality that reads its suffix; predictions and embeddings as JSON-able rows.
 
     model = OmnifuseModel.from_pretrained("runs/world")
     samples = load_inputs(model, ["cat.png", "dog.wav"])
@@ -14,33 +14,19 @@ from typing import Any
 
 import torch
 
-from omnifuse.data.batch import Sample
-from omnifuse.data.dataset import BadRowsError, load_samples, make_collate, read_splits
-from omnifuse.data.manifest import Manifest, read_manifest
-from omnifuse.data.validate import AUDIO_SUFFIXES, IMAGE_SUFFIXES
-from omnifuse.errors import DataError, OmnifuseError
+from omnifuse.data.dataset import BadRowsError, Readers, load_samples, read_splits
+from omnifuse.errors import DataError
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.eval.zero_shot import PLACEHOLDER, zero_shot
+from omnifuse.interfaces import Sample
+from omnifuse.manifest import Manifest, read_manifest
 from omnifuse.modalities.base import is_missing
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import closest
-from omnifuse.tasks.alignment import Alignment
-from omnifuse.tasks.classification import Classification
+from omnifuse.tasks.alignment import aligned_task
+from omnifuse.tasks.classification import ClassificationSpec
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
-TEXT_SUFFIXES = (".txt",)
-
-
-def kind_of(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    for kind, suffixes in (
-        ("image", IMAGE_SUFFIXES),
-        ("audio", AUDIO_SUFFIXES),
-        ("text", TEXT_SUFFIXES),
-    ):
-        if suffix in suffixes:
-            return kind
-    return None
 
 
 def inputs_manifest(model: OmnifuseModel, inputs: Sequence[str | Path]) -> Manifest:
@@ -53,28 +39,25 @@ def inputs_manifest(model: OmnifuseModel, inputs: Sequence[str | Path]) -> Manif
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: file not found")
-        kind = kind_of(path)
-        names = sorted(n for n, m in model.modalities.items() if m.config.kind == kind)
-        if kind is None or not names:
+        suffix = path.suffix.lower()
+        names = sorted(n for n, m in model.modalities.items() if suffix in m.suffixes)
+        if not names:
             reads = ", ".join(f"{n} ({m.config.kind})" for n, m in sorted(model.modalities.items()))
             raise DataError(f"{path}: not a file this model reads; its modalities: {reads}")
         if len(names) > 1:
             raise DataError(
-                f"{path}: the model has several {kind} modalities ({', '.join(names)}); "
-                "give a manifest whose columns say which"
+                f"{path}: the model has several modalities that read {suffix} files "
+                f"({', '.join(names)}); give a manifest whose columns say which"
             )
         modality = model.modalities[names[0]]
-        value = path.read_text() if kind == "text" else str(path.resolve())
-        rows.append({"id": str(path), modality.column: value})
+        rows.append({"id": str(path), modality.column: modality.cell(path)})
     return Manifest(Path.cwd() / "inputs", rows)
 
 
 def load_inputs(model: OmnifuseModel, inputs: Sequence[str | Path]) -> list[Sample]:
     """Preprocessed samples for `inputs`; any unusable row stops with a BadRowsError."""
     manifest = inputs_manifest(model, inputs)
-    samples, bad = load_samples(
-        manifest, range(len(manifest.rows)), model.modalities, model.task_dict()
-    )
+    samples, bad = load_samples(manifest, range(len(manifest.rows)), Readers.of(model.config))
     if bad:
         raise BadRowsError(manifest, bad)
     return samples
@@ -98,12 +81,13 @@ def evaluate_saved(
     else:
         manifest, splits = read_splits(model.config)
         rows = splits[split]
-    samples, bad = load_samples(manifest, rows, model.modalities, model.task_dict())
+    readers = Readers.of(model.config)
+    samples, bad = load_samples(manifest, rows, readers)
     if bad:
         raise BadRowsError(manifest, bad)
     if not samples:
         raise DataError(f"{manifest.path.name}: no rows to evaluate on")
-    collate = make_collate(model.modalities, model.task_dict())
+    collate = readers.collate()
     where = str(data) if data is not None else f"{split} split"
     # zero-shot first: its errors (no such column, no text to read class names) come early
     zero = (
@@ -130,9 +114,9 @@ def zero_shot_column(
             f"{manifest.path.name}: no column '{column}'{closest(column, columns)} to classify"
         )
     fitted = [
-        t.classes
-        for t in model.task_dict().values()
-        if isinstance(t, Classification) and t.target == column
+        spec.classes
+        for spec in Readers.of(model.config).tasks.values()
+        if isinstance(spec, ClassificationSpec) and spec.target == column
     ]
     values = [manifest.rows[i].get(column) for i in rows]
     labels = [None if is_missing(v) else str(v) for v in values]
@@ -156,7 +140,7 @@ def zero_shot_column(
 @torch.no_grad()
 def _outputs(model: OmnifuseModel, samples: Sequence[Sample], batch_size: int) -> Iterator[Any]:
     model.eval()
-    collate = make_collate(model.modalities, model.task_dict())
+    collate = Readers.of(model.config).collate()
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = collate(chunk)
@@ -187,20 +171,10 @@ def embed_rows(
 ) -> Iterator[dict[str, Any]]:
     """{"id": ..., modality: embedding} per sample, in the space of an alignment task (the
     only one, or `task`), for each of its modalities the sample has."""
-    aligned = {n: t for n, t in model.task_dict().items() if isinstance(t, Alignment)}
-    if not aligned:
-        raise OmnifuseError("the model has no alignment task to embed with")
-    if task is None:
-        if len(aligned) > 1:
-            raise OmnifuseError(
-                f"the model has several alignment tasks; pick one of {sorted(aligned)}"
-            )
-        task = next(iter(aligned))
-    if task not in aligned:
-        raise OmnifuseError(f"no alignment task '{task}'; the model has {sorted(aligned)}")
-    between = aligned[task].between
+    chosen = aligned_task(model.task_dict(), task)
+    between = chosen.between
     for chunk, batch, output in _outputs(model, samples, batch_size):
-        vectors = output.outputs[task]  # (B, M, E), `between` in sorted order
+        vectors = output.outputs[chosen.name]  # (B, M, E), `between` in sorted order
         for i, sample in enumerate(chunk):
             row: dict[str, Any] = {"id": sample.id}
             for side, modality in enumerate(between):

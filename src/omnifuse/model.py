@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -22,14 +21,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from omnifuse.config import RunConfig, parse_config
-from omnifuse.data.batch import Batch
 from omnifuse.errors import ConfigError, OmnifuseError
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryDecoder
+from omnifuse.interfaces import Batch, Fused, Tokens
 from omnifuse.layers.attention import masked_mean
-from omnifuse.modalities import Modality, Tokens, create_modality
-from omnifuse.registry import closest, create_fusion, create_task
-from omnifuse.tasks.base import Task, TaskInput
+from omnifuse.modalities.base import Modality
+from omnifuse.registry import closest, create_fusion, create_modality
+from omnifuse.tasks.base import Task, TaskView, hide
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -61,12 +59,6 @@ def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor
     return {name: keep[:, i] for i, name in enumerate(names)}
 
 
-def hide(tokens: Tokens, keep: Tensor) -> Tokens:
-    """`tokens` masked and zeroed where `keep` is False: per sample (B,) or per token (B, N)."""
-    mask = tokens.mask & (keep[:, None] if keep.ndim == 1 else keep)
-    return Tokens(tokens.tokens * mask[..., None], mask)
-
-
 class OmnifuseModel(nn.Module):
     """Composes built parts; `build(config)` makes them from a fitted config."""
 
@@ -87,7 +79,8 @@ class OmnifuseModel(nn.Module):
         self.fusion = fusion
         self.decoder = decoder  # one Perceiver IO decoder for every task's queries
         self.tasks = nn.ModuleDict(tasks)
-        self.teachers = nn.ModuleDict(_teachers(self.encoders, self.task_dict()))
+        for task in tasks.values():
+            task.setup(encoders)
         if config.model.loss_weighting == "uncertainty":
             # Kendall et al. (2018): each task's loss is scaled by exp(-s) and s is added
             self.log_variances = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in tasks})
@@ -101,8 +94,8 @@ class OmnifuseModel(nn.Module):
         # sorted, like the modalities: the same config builds the same model whatever the
         # order of its keys in the file
         tasks = {
-            name: create_task(task.type, name=name, dim=dim, modalities=names, **task.options)
-            for name, task in sorted(config.model.tasks.items())
+            name: config.task_spec(name).build(dim=dim, modalities=names)
+            for name in sorted(config.model.tasks)
         }
         return cls(
             config=config,
@@ -126,105 +119,34 @@ class OmnifuseModel(nn.Module):
             for name in sorted(self.encoders)
         }
 
-    @torch.no_grad()
-    def targets(self, batch: Batch, tokens: dict[str, Tokens]) -> dict[str, Tensor]:
-        """Pooled tokens of every modality the samples have, without gradient; from the EMA
-        teacher encoder for a modality that has one."""
-        pooled = {name: masked_mean(t.tokens, t.mask).detach() for name, t in tokens.items()}
-        for name, teacher in self.teachers.items():
-            taught = hide(teacher(batch.inputs[name], batch.lengths[name]), batch.present[name])
-            pooled[name] = masked_mean(taught.tokens, taught.mask)
-        return pooled
-
-    @torch.no_grad()
     def after_step(self) -> None:
-        """Called by the training loop after each optimizer step: moves every EMA teacher
-        towards its encoder."""
-        for name, teacher in self.teachers.items():
-            momentum = _momentum(name, self.task_dict())
-            for mine, theirs in zip(
-                teacher.parameters(), self.encoders[name].parameters(), strict=True
-            ):
-                mine.lerp_(theirs, 1 - momentum)
+        """Called by the training loop after each optimizer step (EMA teachers follow)."""
+        for task in self.task_dict().values():
+            task.after_step(dict(self.encoders.items()))
 
-    def decode(
-        self,
-        fused: Fused,
-        tasks: dict[str, Task],
-        embeddings: dict[str, Tensor],
-        targets: dict[str, Tensor],
-        batch: Batch,
-    ) -> dict[str, Tensor]:
-        """The predictions of `tasks`. Tasks with a head or that generate read the fused tokens
-        (for a late fusion each modality's part, the predictions then averaged by
-        `Fused.combine`); in evaluation, generating tasks generate. Other tasks (alignment) read
-        only the embeddings."""
-        generating = {n: t for n, t in tasks.items() if t.generates and not self.training}
-        reading = {
-            n: t
-            for n, t in tasks.items()
-            if (t.head is not None or t.generates) and n not in generating
-        }
-        queries = {n: t.head.queries for n, t in reading.items() if t.head is not None}
-
-        def predict(part: Fused) -> dict[str, Tensor]:
-            read = self.decoder(part, queries)
-            return {
-                n: t(TaskInput(read.get(n), part, embeddings, targets, batch))
-                for n, t in reading.items()
-            }
-
-        outputs = fused.combine(predict) if reading else {}
-        for name, task in tasks.items():
-            if name in generating:
-
-                def next_logits(prefix: Tensor, rows: Tensor, task: Task = task) -> Tensor:
-                    step = fused.select(rows).combine(lambda part: {"": task.step(part, prefix)})
-                    return step[""]
-
-                outputs[name] = task.generate(next_logits, len(batch))
-            elif name not in reading:
-                outputs[name] = task(TaskInput(None, fused, embeddings, targets, batch))
-        return outputs
+    def read(self, fused: Fused) -> dict[str, Tensor]:
+        """task -> (B, Q, D): every task's queries read from `fused` in one decoder pass."""
+        queries = {n: t.head.queries for n, t in self.task_dict().items() if t.head is not None}
+        return self.decoder(fused, queries)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        """Predictions for every task. In training mode, `model.modality_dropout` hides
-        modalities of some samples first (`drop_modalities`). A task that hides a modality
-        (reconstruction) is decoded from a second fusion in which that modality's tokens are
-        hidden: all of them, or in training a random `hide_ratio` of them (masked modelling)."""
+        """Predictions for every task, each from one call `task(view)`. In training mode,
+        `model.modality_dropout` hides modalities of some samples first (`drop_modalities`)."""
         present = batch.present
         if self.training:
             present = drop_modalities(present, self.config.model.modality_dropout)
         every = self.encode(batch)
-        targets = self.targets(batch, every)
-        tokens = {name: hide(t, present[name]) for name, t in every.items()}
-        fused = self.fusion(tokens)
-        embeddings = {name: masked_mean(t.tokens, t.mask) for name, t in tokens.items()}
-        tasks = self.task_dict()
-        outputs = self.decode(
-            fused, {n: t for n, t in tasks.items() if t.hides is None}, embeddings, targets, batch
+        with torch.no_grad():
+            before = {name: masked_mean(t.tokens, t.mask) for name, t in every.items()}
+        view = TaskView(
+            tokens={name: hide(t, present[name]) for name, t in every.items()},
+            batch=batch,
+            target_embeddings=before,
+            fuse=self.fusion,
+            decode=self.read,
         )
-        groups = {(t.hides, t.hide_ratio) for t in tasks.values() if t.hides is not None}
-        for hidden, ratio in sorted(groups):  # type: ignore[type-var]
-            others = dict(tokens)
-            others[hidden] = self.mask_tokens(tokens[hidden], ratio if self.training else 1.0)
-            outputs |= self.decode(
-                self.fusion(others),
-                {n: t for n, t in tasks.items() if (t.hides, t.hide_ratio) == (hidden, ratio)},
-                {n: masked_mean(t.tokens, t.mask) for n, t in others.items()},
-                targets,
-                batch,
-            )
-        outputs = {name: outputs[name] for name in tasks}
-        return ModelOutput(outputs, embeddings, tokens, fused, present)
-
-    @staticmethod
-    def mask_tokens(tokens: Tokens, ratio: float) -> Tokens:
-        """`tokens` with each token hidden with probability `ratio` (all of them at 1), drawn
-        from torch's global RNG."""
-        if ratio >= 1:
-            return hide(tokens, torch.zeros_like(tokens.mask))
-        return hide(tokens, torch.rand(tokens.mask.shape, device=tokens.mask.device) >= ratio)
+        outputs = {name: task(view) for name, task in self.task_dict().items()}
+        return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present)
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
@@ -306,31 +228,6 @@ def saved_config(directory: str | Path) -> RunConfig:
         if not path.is_file():
             raise OmnifuseError(f"{directory}: no {path.name}; not a saved omnifuse model")
     return parse_config(json.loads(config_path.read_text()), str(config_path))
-
-
-def _teachers(encoders: nn.ModuleDict, tasks: dict[str, Task]) -> dict[str, nn.Module]:
-    """A frozen copy of the encoder of each modality that a task wants EMA targets for."""
-    teachers = {}
-    wanted = {t.hides for t in tasks.values() if t.teacher_momentum is not None}
-    for name in sorted(n for n in wanted if n is not None):
-        _momentum(name, tasks)
-        teachers[name] = copy.deepcopy(encoders[name]).requires_grad_(False)
-    return teachers
-
-
-def _momentum(modality: str, tasks: dict[str, Task]) -> float:
-    """The one EMA momentum that the tasks hiding `modality` ask for."""
-    asked = {
-        t.teacher_momentum
-        for t in tasks.values()
-        if t.hides == modality and t.teacher_momentum is not None
-    }
-    if len(asked) != 1:
-        raise ConfigError(
-            f"model.tasks: tasks that reconstruct '{modality}' ask for different teacher "
-            f"momentums ({', '.join(map(str, sorted(asked)))}); use one"
-        )
-    return asked.pop()
 
 
 def _atomic(path: Path, write: object) -> None:

@@ -26,8 +26,6 @@ from omnifuse.data.avmnist import (
     SPECTROGRAM_SIZE,
     add_noise,
     build_avmnist,
-    download_fsdd,
-    download_mnist,
     fit_energy_removal,
     list_recordings,
     log_spectrogram,
@@ -37,6 +35,7 @@ from omnifuse.data.avmnist import (
     sample_rng,
     write_idx,
 )
+from omnifuse.data.avmnist_download import download_fsdd, download_mnist
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.registry import DATASETS, list_datasets
 
@@ -266,7 +265,7 @@ def test_registered_and_built_once_through_a_config(
     assert manifest.name == "manifest.parquet" and manifest.parent.name.startswith("avmnist-")
     assert resolve_manifest(data) == manifest  # cached
     # a new version of the dataset's builder is built afresh, not read from the old cache
-    monkeypatch.setitem(DATASETS._versions, "avmnist", DATASETS.version("avmnist") + 1)
+    monkeypatch.setitem(DATASETS.info("avmnist"), "version", DATASETS.version("avmnist") + 1)
     rebuilt = resolve_manifest(data)
     assert rebuilt != manifest and rebuilt.parent.name.startswith("avmnist-")
 

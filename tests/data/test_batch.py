@@ -1,6 +1,6 @@
 import torch
 
-from omnifuse.data.batch import Collate, Sample
+from omnifuse.interfaces import Collate, Sample
 
 
 def sample(i: int, text: list[int] | None, image: bool, label: int | None) -> Sample:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from omnifuse.cli import cli
 from omnifuse.data.formats import import_coco_captions, import_image_folder, write_manifest
-from omnifuse.data.manifest import read_manifest
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.manifest import read_manifest
 
 
 def image(path: Path, value: int = 0) -> Path:

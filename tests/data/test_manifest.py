@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from omnifuse.config import parse_config
-from omnifuse.data.dataset import BadRowsError, fit_config, load_samples
-from omnifuse.data.manifest import read_manifest, split_rows
+from omnifuse.data.dataset import BadRowsError, Readers, fit_config, load_samples
 from omnifuse.errors import DataError
-from omnifuse.model import OmnifuseModel
+from omnifuse.manifest import read_manifest, split_rows
 
 ROWS = [
     {"id": "a", "split": "train", "image": "a.png", "caption": "a red circle", "y": "cat"},
@@ -55,10 +54,7 @@ def load(manifest_path: Path) -> list:
     run = parse_config(config(manifest_path))
     splits = split_rows(manifest, column="split", val_fraction=0, test_fraction=0, seed=0)
     fitted = fit_config(run, manifest, splits["train"])
-    model = OmnifuseModel.build(fitted)
-    samples, bad = load_samples(
-        manifest, range(len(manifest.rows)), model.modalities, model.task_dict()
-    )
+    samples, bad = load_samples(manifest, range(len(manifest.rows)), Readers.of(fitted))
     if bad:
         raise BadRowsError(manifest, bad)
     return samples

@@ -6,17 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnifuse.data.batch import Batch
 from omnifuse.eval.robustness import (
     LEVELS,
     effective_robustness,
-    frame_dropout,
-    gaussian_noise,
-    missing,
-    occlusion,
     perturbations,
     relative_robustness,
 )
+from omnifuse.interfaces import Batch
+from omnifuse.modalities.audio import AudioConfig
+from omnifuse.modalities.image import ImageConfig
+from omnifuse.modalities.perturbations import frame_dropout, gaussian_noise, missing, occlusion
+from omnifuse.modalities.text import TextConfig
+from omnifuse.registry import create_modality
 
 
 def make_batch() -> Batch:
@@ -170,9 +171,18 @@ def test_missing_at_a_level_drops_about_that_fraction():
 
 
 def test_perturbations_by_kind():
-    assert set(perturbations("image")) == {"gaussian", "occlusion", "missing"}
-    assert set(perturbations("audio")) == {"noise", "dropout", "missing"}
-    assert set(perturbations("text")) == {"missing"}
+    image = create_modality("image", ImageConfig())
+    assert set(perturbations(image)) == {"gaussian", "occlusion", "missing"}
+    assert set(perturbations(create_modality("a", AudioConfig()))) == {
+        "noise",
+        "dropout",
+        "missing",
+    }
+    assert set(perturbations(create_modality("t", TextConfig()))) == {"missing"}
+    # a modality read as one kind can be perturbed as another (AV-MNIST's spectrogram images)
+    assert set(perturbations(image, "audio")) == {"noise", "dropout", "missing"}
+    waveform = create_modality("a", AudioConfig(features="waveform", hop=160))
+    assert perturbations(waveform)["dropout"].keywords == {"frame": 160}
     assert LEVELS == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 

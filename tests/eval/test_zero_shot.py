@@ -89,11 +89,11 @@ def test_zero_shot_classifies_vectors_by_their_class_names(aligned):
 
 def test_zero_shot_library_function_returns_predictions(aligned):
     model, _, manifest = aligned
-    from omnifuse.data.dataset import load_samples
-    from omnifuse.data.manifest import read_manifest
+    from omnifuse.data.dataset import Readers, load_samples
+    from omnifuse.manifest import read_manifest
 
     table = read_manifest(manifest)
-    samples, _ = load_samples(table, range(8), model.modalities, model.task_dict())
+    samples, _ = load_samples(table, range(8), Readers.of(model.config))
     labels = [row["label"] for row in table.rows[:8]]
     labels[0] = None  # unlabelled: predicted, not scored
     result = zero_shot(model, samples, labels, CLASSES, prompt="{}")
@@ -140,14 +140,14 @@ def test_zero_shot_needs_a_text_modality_in_an_alignment(tmp_path: Path):
         }
     )
     model = OmnifuseModel.build(config)
-    with pytest.raises(OmnifuseError, match="needs an alignment task between a text modality"):
+    with pytest.raises(OmnifuseError, match="the model has no alignment task with a text modality"):
         zero_shot(model, [], [], CLASSES)
 
 
 def test_class_names_come_from_a_classification_task_on_the_column(tmp_path: Path):
-    from omnifuse.data.dataset import load_samples
-    from omnifuse.data.manifest import read_manifest
+    from omnifuse.data.dataset import Readers, load_samples
     from omnifuse.inference import zero_shot_column
+    from omnifuse.manifest import read_manifest
 
     manifest = read_manifest(write_manifest(tmp_path / "data.jsonl", n=8))
     pinned = ["gold", "red", "green", "blue"]  # a fitted (here pinned) order, not sorted
@@ -170,7 +170,7 @@ def test_class_names_come_from_a_classification_task_on_the_column(tmp_path: Pat
     )
     model = OmnifuseModel.build(config)
     rows = list(range(8))
-    samples, _ = load_samples(manifest, rows, model.modalities, model.task_dict())
+    samples, _ = load_samples(manifest, rows, Readers.of(model.config))
     result = zero_shot_column(model, manifest, rows, samples, "label", "a {} thing")
     assert result["classes"] == pinned
     assert result["prompt"] == "a {} thing"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.query import QueryDecoder, QueryHead
+from omnifuse.interfaces import Fused
 
 DIM = 16
 

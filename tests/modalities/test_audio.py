@@ -10,11 +10,9 @@ import pytest
 import soundfile
 import torch
 
-from omnifuse.config import AudioConfig
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
-from omnifuse.modalities.audio import resample
-from omnifuse.registry import create_encoder
+from omnifuse.modalities.audio import AudioConfig, resample
+from omnifuse.registry import create_encoder, create_modality
 
 
 def tone(hz: float, rate: int, seconds: float = 1.0) -> torch.Tensor:

@@ -9,22 +9,18 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from omnifuse.config import (
-    AudioConfig,
-    ImageConfig,
-    TabularConfig,
-    TextConfig,
-    TimeSeriesConfig,
-    VectorConfig,
-    VideoConfig,
-    parse_config,
-)
-from omnifuse.data.batch import Batch, Collate, Sample
-from omnifuse.modalities import create_modality
+from omnifuse.config import parse_config
+from omnifuse.interfaces import Batch, Collate, Sample
+from omnifuse.modalities.audio import AudioConfig
 from omnifuse.modalities.base import Modality
-from omnifuse.modalities.text import encode_bytes
+from omnifuse.modalities.image import ImageConfig
+from omnifuse.modalities.tabular import TabularConfig
+from omnifuse.modalities.text import TextConfig, encode_bytes
+from omnifuse.modalities.timeseries import TimeSeriesConfig
+from omnifuse.modalities.vector import VectorConfig
+from omnifuse.modalities.video import VideoConfig
 from omnifuse.model import OmnifuseModel
-from omnifuse.registry import ENCODERS, list_encoders
+from omnifuse.registry import ENCODERS, create_modality, list_encoders
 
 DIM = 16
 NAN = float("nan")

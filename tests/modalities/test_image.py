@@ -8,12 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from omnifuse.config import ImageConfig
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.image import ImageConfig
 from omnifuse.modalities.image_augment import ImageAugment
-from omnifuse.registry import create_encoder
+from omnifuse.registry import create_encoder, create_modality
 
 
 def test_image_imagenet_normalisation_needs_no_fitting(tmp_path: Path):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnifuse.config import TabularConfig
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError
-from omnifuse.modalities import create_modality
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.tabular import TabularConfig
+from omnifuse.registry import create_modality
 
 ROOT = Path(".")
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnifuse.config import TextConfig, parse_config
-from omnifuse.data.manifest import Manifest
-from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
-from omnifuse.modalities.text import BYTE_VOCAB, TextModality, bpe_tokenizer
-from omnifuse.registry import ENCODERS
+from omnifuse.config import parse_config
+from omnifuse.errors import DataError
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.text import BYTE_VOCAB, TextConfig, TextModality, bpe_tokenizer
+from omnifuse.registry import create_modality
 from omnifuse.train.run import prepare
 
 TEXTS = ["a red circle in the market", "a blue square in the harbour", "the red square"] * 5
@@ -127,14 +126,3 @@ def test_bad_text_cells_and_bpe_with_a_byte_encoder_are_clear_errors():
         create_modality("text", TextConfig(tokenizer="bpe")).fit(manifest, [0, 1])
     with pytest.raises(DataError, match="not fitted"):
         create_modality("text", TextConfig(tokenizer="bpe")).load({"text": "hi"}, ROOT)
-
-
-def test_bpe_needs_an_encoder_that_takes_token_ids(monkeypatch: pytest.MonkeyPatch):
-    def bytes_only(dim: int, max_length: int) -> torch.nn.Module:  # like the pretrained ones
-        return torch.nn.Identity()
-
-    monkeypatch.setitem(ENCODERS._builders, "text_bytes_only", bytes_only)
-    data = fitted_bpe().config.model_dump(mode="json")
-    config = TextConfig.model_validate({**data, "encoder": {"type": "text_bytes_only"}})
-    with pytest.raises(ConfigError, match=r"'text_bytes_only' reads UTF-8 bytes; use tokenizer"):
-        create_modality("text", config).build_encoder(8)

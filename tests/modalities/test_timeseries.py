@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from omnifuse.config import TimeSeriesConfig
-from omnifuse.data.batch import Collate, Sample
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
-from omnifuse.registry import create_encoder
+from omnifuse.interfaces import Collate, Sample
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.timeseries import TimeSeriesConfig
+from omnifuse.registry import create_encoder, create_modality
 
 NAN = float("nan")
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from omnifuse.config import VectorConfig
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
-from omnifuse.registry import create_encoder
+from omnifuse.modalities.vector import VectorConfig
+from omnifuse.registry import create_encoder, create_modality
 
 
 def test_lists_strings_and_files_load_the_same_vector(tmp_path: Path):

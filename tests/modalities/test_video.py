@@ -9,12 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from omnifuse.config import VideoConfig
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities import create_modality
-from omnifuse.modalities.video import sample_indices
-from omnifuse.registry import create_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.video import VideoConfig, sample_indices
+from omnifuse.registry import create_encoder, create_modality
 
 
 def clip(frames: int) -> np.ndarray:

@@ -127,13 +127,3 @@ def test_mismatched_sample_rate_and_patch_size_are_config_errors(wav2vec2_dir, v
         create_encoder("audio_hf", dim=DIM, n_mels=8, sample_rate=8000, path=str(wav2vec2_dir))
     with pytest.raises(ConfigError, match="image size 36 is not a multiple of the model's patch"):
         create_encoder("image_hf", dim=DIM, size=36, path=str(vit_dir))
-    with pytest.raises(ConfigError, match=r"'image_hf' reads RGB images; set .* channels: 3"):
-        create_encoder("image_hf", dim=DIM, size=32, channels=1, path=str(vit_dir))
-
-
-def test_audio_hf_on_log_mel_features_says_to_use_waveforms(wav2vec2_dir: Path):
-    encoder = create_encoder(
-        "audio_hf", dim=DIM, n_mels=8, sample_rate=16000, path=str(wav2vec2_dir)
-    )
-    with pytest.raises(ConfigError, match="features: waveform"):
-        encoder(torch.randn(2, 8, 50), torch.tensor([50, 50]))

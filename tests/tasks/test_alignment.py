@@ -13,9 +13,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from omnifuse.data.batch import Batch
 from omnifuse.errors import ConfigError
-from omnifuse.eval.metrics import (
+from omnifuse.interfaces import Batch, Tokens
+from omnifuse.metrics import (
     mean_reciprocal_rank,
     median_rank,
     recall_at_k,
@@ -32,20 +32,12 @@ from omnifuse.tasks.alignment import (
     gather,
     siglip_loss,
 )
-from omnifuse.tasks.base import TaskInput
+from omnifuse.tasks.base import TaskView
 
 
 def make_task(between: list[str], *, loss: str = "clip", dim: int = 4, **options) -> Alignment:
-    return create_task(
-        "alignment",
-        name="align",
-        dim=dim,
-        modalities=["a", "b", "c"],
-        between=between,
-        loss=loss,
-        embed_dim=dim,
-        **options,
-    )
+    spec = create_task("alignment", "align", between=between, loss=loss, embed_dim=dim, **options)
+    return spec.build(dim=dim, modalities=["a", "b", "c"])
 
 
 def batch_of(present: dict[str, list[bool]]) -> Batch:
@@ -55,7 +47,13 @@ def batch_of(present: dict[str, list[bool]]) -> Batch:
 
 
 def predict(task: Alignment, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
-    return task(TaskInput(None, None, embeddings, {}, None))  # type: ignore[arg-type]
+    # one always-valid token per modality: its masked mean is the embedding itself
+    tokens = {
+        m: Tokens(e[:, None], torch.ones(len(e), 1, dtype=torch.bool))
+        for m, e in embeddings.items()
+    }
+    view = TaskView(tokens=tokens, batch=None, target_embeddings={}, fuse=None, decode=None)  # type: ignore[arg-type]
+    return task(view)
 
 
 # --- losses against hand computations ------------------------------------------------------------
@@ -345,7 +343,10 @@ def test_task_metrics_cover_every_direction_and_skip_absent_sides():
 )
 def test_builder_errors(options: dict, message: str):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        create_task("alignment", name="align", dim=4, modalities=["a", "b", "c"], **options)
+        spec = create_task("alignment", "align", **options)
+        problem = spec.unmet(["a", "b", "c"])
+        assert problem is not None
+        raise ConfigError(f"model.tasks.align.{problem}")
 
 
 def test_config_checks_between_and_loss(tmp_path: Path):

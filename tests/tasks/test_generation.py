@@ -11,13 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.config import parse_config
-from omnifuse.data.batch import Batch, Collate, Sample
-from omnifuse.eval.metrics import text_metrics
 from omnifuse.eval.report import generation_examples, write_report
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.text_decoder import Special, beam_search, greedy, sample
+from omnifuse.interfaces import Batch, Collate, Fused, Sample
+from omnifuse.metrics import text_metrics
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import create_task
+from omnifuse.tasks.base import TaskView
 from omnifuse.tasks.generation import Codec, Generation
 from omnifuse.train.run import Prepared, prepare
 from tests.conftest import tiny_config
@@ -26,7 +26,8 @@ BYTES = Codec(None).special  # bos 257, eos 258
 
 
 def make_task(**options: Any) -> Generation:
-    task = create_task("generation", name="gen", dim=16, modalities=["m"], target="t", **options)
+    spec = create_task("generation", "gen", target="t", **options)
+    task = spec.build(dim=16, modalities=["m"])
     assert isinstance(task, Generation)
     return task
 
@@ -62,12 +63,12 @@ def test_the_loss_is_cross_entropy_over_labelled_tokens_by_hand():
 
 
 def test_targets_end_with_the_end_token_and_are_cut_to_max_length():
-    task = make_task(max_length=4)
+    task = create_task("generation", "gen", target="t", max_length=4)
     eos = task.codec.special.eos
     assert task.load_target({"t": "ab"}).tolist() == [ord("a") + 1, ord("b") + 1, eos]
     assert task.load_target({"t": "abcdef"}).tolist() == [98, 99, 100, eos]
     assert task.load_target({"t": None}) is None
-    assert task.describe(torch.tensor([98, 99, eos, 0])) == "ab"
+    assert make_task(max_length=4).describe(torch.tensor([98, 99, eos, 0])) == "ab"
 
 
 def test_the_collate_pads_token_targets_and_keeps_scalar_ones():
@@ -174,8 +175,9 @@ CAPTIONS = ["a red cat", "two blue dogs", "a red car", "one tree"]
 def memoriser() -> Memoriser:
     torch.manual_seed(0)
     model = Memoriser(len(CAPTIONS), max_length=16, depth=1)
-    targets = [model.task.load_target({"t": c}) for c in CAPTIONS]
-    collate = Collate({}, {"gen": model.task.target_template()})
+    spec = create_task("generation", "gen", target="t", max_length=16)
+    targets = [spec.load_target({"t": c}) for c in CAPTIONS]
+    collate = Collate({}, {"gen": spec.target_template()})
     batch = collate([Sample(str(i), {}, {"gen": t}) for i, t in enumerate(targets)])
     keys = torch.arange(len(CAPTIONS))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -189,10 +191,9 @@ def memoriser() -> Memoriser:
     return model.eval()
 
 
-def _input(fused: Fused, batch: Batch):
-    from omnifuse.tasks.base import TaskInput
-
-    return TaskInput(None, fused, {}, {}, batch)
+def _input(fused: Fused, batch: Batch) -> TaskView:
+    """A view of `fused` for a task trained on its own (no encoders, no fusion)."""
+    return TaskView(tokens={}, batch=batch, target_embeddings={}, fuse=lambda _: fused, decode=dict)
 
 
 @torch.no_grad()
@@ -272,7 +273,7 @@ def test_bpe_merges_are_fitted_into_the_config(prepared: Prepared):
     ids = task.codec.encode(caption)
     assert task.codec.decode(ids) == caption
     assert len(ids) < len(caption.encode())  # the merges shorten the text
-    assert len(task.load_target({"caption": caption})) <= 12
+    assert len(prepared.config.task_spec("caption").load_target({"caption": caption})) <= 12
 
 
 @pytest.mark.parametrize(

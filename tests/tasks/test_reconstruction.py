@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from omnifuse.config import parse_config
-from omnifuse.data.batch import Batch
 from omnifuse.errors import ConfigError
+from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import create_task
+from omnifuse.tasks.base import mask_tokens
 from omnifuse.train.run import Prepared, prepare
 from tests.conftest import tiny_config
 
@@ -41,7 +42,7 @@ def batch_of(prepared: Prepared, n: int = 8) -> Batch:
 
 
 def test_the_loss_is_one_minus_the_cosine_by_hand():
-    task = create_task("reconstruction", name="r", dim=2, modalities=["a", "b"], modality="a")
+    task = create_task("reconstruction", "r", modality="a").build(dim=2, modalities=["a", "b"])
     prediction = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [3.0, 3.0]]])
     batch = Batch(["0", "1"], {}, {}, {"a": torch.tensor([True, True])}, {}, {})
     # cosines: 0 and 1 -> losses 1 and 0
@@ -51,7 +52,7 @@ def test_the_loss_is_one_minus_the_cosine_by_hand():
 
 
 def test_metrics_on_known_embeddings():
-    task = create_task("reconstruction", name="r", dim=2, modalities=["a", "b"], modality="a")
+    task = create_task("reconstruction", "r", modality="a").build(dim=2, modalities=["a", "b"])
     true = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     imputed = torch.tensor([[2.0, 0.1], [0.1, 1.0], [0.0, 1.0]])  # the last retrieves row 1
     metrics = task.metrics(torch.stack([imputed, true], 1), torch.zeros(3))
@@ -81,8 +82,9 @@ def test_the_target_is_the_pooled_embedding_of_the_present_modality(prepared: Pr
 
 def test_the_ema_teacher_follows_its_encoder_and_gives_the_targets(prepared: Prepared):
     model = OmnifuseModel.build(prepared.config)
-    assert sorted(model.teachers) == ["audio"]
-    teacher, encoder = model.teachers["audio"], model.encoders["audio"]
+    teachers = {n: t.teacher for n, t in model.task_dict().items() if getattr(t, "teacher", None)}
+    assert sorted(teachers) == ["impute_audio"]
+    teacher, encoder = teachers["impute_audio"], model.encoders["audio"]
     assert not any(p.requires_grad for p in teacher.parameters())
     before = copy.deepcopy(teacher)
     with torch.no_grad():
@@ -138,24 +140,14 @@ def test_uncertainty_weighting_by_hand(world: Path):
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(
-        ConfigError,
-        match=r"model.tasks.r.modality: unknown modality 'imag' \(did you mean 'image'\?\)",
-    ):
-        create_task(
-            "reconstruction", name="r", dim=4, modalities=["audio", "image"], modality="imag"
-        )
-    with pytest.raises(ConfigError, match="only one"):
-        create_task("reconstruction", name="r", dim=4, modalities=["image"], modality="image")
-    with pytest.raises(ConfigError, match="teacher_momentum"):
-        create_task(
-            "reconstruction",
-            name="r",
-            dim=4,
-            modalities=["a", "b"],
-            modality="a",
-            teacher_momentum=1.5,
-        )
+    spec = create_task("reconstruction", "r", modality="imag")
+    assert spec.unmet(["audio", "image"]) == (
+        "modality: unknown modality 'imag' (did you mean 'image'?); the config defines audio, image"
+    )
+    assert "only one" in create_task("reconstruction", "r", modality="image").unmet(["image"])
+    assert create_task("reconstruction", "r", modality="image").unmet(["a", "image"]) is None
+    with pytest.raises(ConfigError, match=r"model\.tasks\.r\.teacher_momentum"):
+        create_task("reconstruction", "r", modality="a", teacher_momentum=1.5)
 
 
 def test_masked_modelling_hides_a_fraction_of_tokens_in_training_only(world: Path):
@@ -174,5 +166,5 @@ def test_masked_modelling_hides_a_fraction_of_tokens_in_training_only(world: Pat
     assert not torch.allclose(first, model(changed).outputs["impute_image"][:, 0])
     tokens = model.encode(batch)["image"]
     torch.manual_seed(0)
-    kept = OmnifuseModel.mask_tokens(tokens, 0.5).mask.float().mean() / tokens.mask.float().mean()
+    kept = mask_tokens(tokens, 0.5).mask.float().mean() / tokens.mask.float().mean()
     assert 0.4 < kept.item() < 0.6

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from omnifuse.eval.metrics import accuracy, confusion_matrix, macro_f1, recall_at_k, retrieval_ranks
+from omnifuse.metrics import accuracy, confusion_matrix, macro_f1, recall_at_k, retrieval_ranks
 from omnifuse.tasks.alignment import clip_loss
 
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from omnifuse.config import TrainConfig
-from omnifuse.data.batch import Batch
+from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 from omnifuse.train.loop import make_optimizer
 

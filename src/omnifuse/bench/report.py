@@ -118,11 +118,29 @@ def plot_robustness(results: dict[str, Any], out: Path) -> list[str]:
 
 
 def markdown(results: dict[str, Any], figures: list[str]) -> str:
+    """results.md: the settings, the winner, one table per section, the plots, the
+    definitions."""
     settings, summary = results["settings"], results["summary"]
-    peak = results["matmul_peak"]
+    curves = _curves(summary)
+    lines = _preamble(settings)
+    win = results.get("winner")
+    if win is not None:
+        lines += _winner_lines(win)
+    lines += _quality_section(summary)
+    lines += _cost_section(summary, settings["budget"])
+    lines += _throughput_section(results["performance"], results["matmul_peak"])
+    lines += _robustness_sections(summary, curves)
+    lines += _missing_section(summary, curves)
+    lines += ["## Plots", "", *(f"![{f}]({f})" for f in figures), ""]
+    lines += [_definitions(results)]
+    return "\n".join(lines)
+
+
+def _preamble(settings: dict[str, Any]) -> list[str]:
+    """The title and one paragraph of what was run: task, splits, budget, seeds, versions."""
     splits = " / ".join(f"{n} {name}" for name, n in settings["splits"].items())
     seeds = ", ".join(str(s) for s in settings["seeds"])
-    lines = [
+    return [
         f"# omnifuse bench: {settings['dataset']}",
         "",
         f"Task `{settings['task']}` ({settings['metric']}), evaluated on the "
@@ -132,23 +150,38 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
         f"{settings['torch']}. Whole run: {settings['seconds']} s.",
         "",
     ]
-    win = results.get("winner")
-    if win is not None:
-        best = win["label"]
-        parts = [f"**Winner: {best}**, accuracy {_fmt(win['accuracy'])}"]
-        if win["over_late"] is not None and best != "late":
-            parts.append(f"{win['over_late']:+.3f} over late fusion")
-        if win["best_unimodal"] is not None:
-            margin = win["over_unimodal"][win["best_unimodal"]]
-            parts.append(f"{margin:+.3f} over the best unimodal baseline ({win['best_unimodal']})")
-        others = ", ".join(f"{k} {v:+.3f}" for k, v in win["over_unimodal"].items())
-        lines += ["; ".join(parts) + f". Over each unimodal baseline: {others}.", ""]
-    lines += ["## Accuracy", ""]
-    lines += _table(
-        ["fusion", "accuracy", "macro-F1"],
-        [[k, _fmt(v["accuracy"]), _fmt(v["macro_f1"])] for k, v in summary.items()],
-    )
-    lines += ["## Size and cost", ""]
+
+
+def _winner_lines(win: dict[str, Any]) -> list[str]:
+    """The winner's paragraph: its accuracy and its margins over late fusion and the
+    unimodal baselines (late fusion's margin over itself is left out)."""
+    best = win["label"]
+    parts = [f"**Winner: {best}**, accuracy {_fmt(win['accuracy'])}"]
+    if win["over_late"] is not None and best != "late":
+        parts.append(f"{win['over_late']:+.3f} over late fusion")
+    if win["best_unimodal"] is not None:
+        margin = win["over_unimodal"][win["best_unimodal"]]
+        parts.append(f"{margin:+.3f} over the best unimodal baseline ({win['best_unimodal']})")
+    others = ", ".join(f"{k} {v:+.3f}" for k, v in win["over_unimodal"].items())
+    return ["; ".join(parts) + f". Over each unimodal baseline: {others}.", ""]
+
+
+def _quality_section(summary: dict[str, Any]) -> list[str]:
+    """The clean accuracy and macro-F1 of each line."""
+    return [
+        "## Accuracy",
+        "",
+        *_table(
+            ["fusion", "accuracy", "macro-F1"],
+            [[k, _fmt(v["accuracy"]), _fmt(v["macro_f1"])] for k, v in summary.items()],
+        ),
+    ]
+
+
+def _cost_section(summary: dict[str, Any], budget: int) -> list[str]:
+    """Parameters, time and memory of each line, and the lines whose fusion could not come
+    within 10% of the budget (so a reader does not compare them as equals)."""
+    lines = ["## Size and cost", ""]
     lines += _table(
         [
             "fusion",
@@ -179,7 +212,7 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
     off = [
         f"{k} ({v['fusion_parameters']['mean']:,.0f})"
         for k, v in summary.items()
-        if abs(v["fusion_parameters"]["mean"] - settings["budget"]) > 0.1 * settings["budget"]
+        if abs(v["fusion_parameters"]["mean"] - budget) > 0.1 * budget
     ]
     if off:
         lines += [
@@ -188,7 +221,13 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
             + ".",
             "",
         ]
-    lines += ["## Training throughput and model FLOPs utilisation", ""]
+    return lines
+
+
+def _throughput_section(performance: dict[str, Any], peak: dict[str, Any]) -> list[str]:
+    """Step FLOPs, steady-state throughput and MFU of each line, and the peak they are
+    measured against."""
+    lines = ["## Training throughput and model FLOPs utilisation", ""]
     lines += _table(
         ["fusion", "step MFLOP", "step samples/s", "achieved GFLOP/s", "MFU"],
         [
@@ -199,11 +238,16 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
                 f"{p['achieved_flops_per_s'] / 1e9:,.2f}",
                 "-" if p["mfu"] is None else f"{100 * p['mfu']:.2f}%",
             ]
-            for k, p in results["performance"].items()
+            for k, p in performance.items()
         ],
     )
-    lines += [f"Matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
-    curves = _curves(summary)
+    return [*lines, f"Matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
+
+
+def _robustness_sections(summary: dict[str, Any], curves: list[tuple[str, str]]) -> list[str]:
+    """One table per robustness score: each curve's score and their mean; a line without
+    the score (no late fusion of its seed to compare with) is all dashes."""
+    lines: list[str] = []
     for score, title in (
         ("relative_robustness", "Relative robustness (area under accuracy vs level)"),
         ("effective_robustness", "Effective robustness (against late fusion)"),
@@ -216,39 +260,50 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
                 continue
             rows.append([k, *(_fmt(v[score][m][p]) for m, p in curves), _fmt(v[f"{score}_mean"])])
         lines += _table(["fusion", *(f"{m} {p}" for m, p in curves), "mean"], rows)
+    return lines
+
+
+def _missing_section(summary: dict[str, Any], curves: list[tuple[str, str]]) -> list[str]:
+    """The accuracy at the last `missing` level (the modality absent from every sample) next
+    to the clean one; nothing when no curve is a `missing` one."""
     missing = [(m, p) for m, p in curves if p == "missing"]
-    if missing:
-        lines += ["## Missing modalities (accuracy with the modality absent from every sample)", ""]
-        rows = [
-            [
-                k,
-                _fmt(v["accuracy"]),
-                *(
-                    _fmt(
-                        {
-                            "mean": v["robustness"][m][p]["mean"][-1],
-                            "std": v["robustness"][m][p]["std"][-1],
-                        }
-                    )
-                    for m, p in missing
-                ),
-            ]
-            for k, v in summary.items()
+    if not missing:
+        return []
+    rows = [
+        [
+            k,
+            _fmt(v["accuracy"]),
+            *(
+                _fmt(
+                    {
+                        "mean": v["robustness"][m][p]["mean"][-1],
+                        "std": v["robustness"][m][p]["std"][-1],
+                    }
+                )
+                for m, p in missing
+            ),
         ]
-        lines += _table(["fusion", "clean", *(f"without {m}" for m, _ in missing)], rows)
-    lines += ["## Plots", "", *(f"![{f}]({f})" for f in figures), ""]
-    lines += [
-        DEFINITIONS.format(
-            split=settings["evaluated_on"],
-            budget=f"{settings['budget']:,}",
-            steps=next(iter(results["performance"].values()))["steps"],
-            repeats=peak["repeats"],
-            size=peak["size"],
-            threads=peak["threads"],
-            peak=peak["flops_per_s"] / 1e9,
-        )
+        for k, v in summary.items()
     ]
-    return "\n".join(lines)
+    return [
+        "## Missing modalities (accuracy with the modality absent from every sample)",
+        "",
+        *_table(["fusion", "clean", *(f"without {m}" for m, _ in missing)], rows),
+    ]
+
+
+def _definitions(results: dict[str, Any]) -> str:
+    """DEFINITIONS filled in with this run's split, budget and measurement settings."""
+    settings, peak = results["settings"], results["matmul_peak"]
+    return DEFINITIONS.format(
+        split=settings["evaluated_on"],
+        budget=f"{settings['budget']:,}",
+        steps=next(iter(results["performance"].values()))["steps"],
+        repeats=peak["repeats"],
+        size=peak["size"],
+        threads=peak["threads"],
+        peak=peak["flops_per_s"] / 1e9,
+    )
 
 
 def _clean(value: Any) -> Any:

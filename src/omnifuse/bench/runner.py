@@ -346,58 +346,31 @@ def run_bench(
         peak = matmul_peak()
     prepared = prepare(config, progress=progress)
     lines = entries(fusions, sorted(prepared.config.modalities))
-    base_seed = config.train.seed
-    runs: list[dict[str, Any]] = []
-    performance: dict[str, Any] = {}
-    bar = tqdm(total=len(lines) * seeds, desc="bench", unit="run", disable=not progress)
-    for entry in lines:
-        for s in range(seeds):
-            bar.set_postfix_str(f"{entry.label}, seed {base_seed + s}")
-            run = run_one(
-                prepared,
-                entry,
-                seed=base_seed + s,
-                budget=budget,
-                task=task,
-                perturb_as=PERTURB_AS.get(dataset),
-                progress=progress,
-            )
-            runs.append(run)
-            bar.update()
-        performance[entry.label] = measure_step(
-            prepared,
-            entry,
-            seed=base_seed,
-            budget=budget,
-            peak=peak["flops_per_s"],
-            steps=throughput_steps,
-        )
-    bar.close()
+    seed_list = [config.train.seed + s for s in range(seeds)]
+    runs, performance = _run_entries(
+        prepared,
+        lines,
+        seeds=seed_list,
+        budget=budget,
+        task=task,
+        perturb_as=PERTURB_AS.get(dataset),
+        peak=peak["flops_per_s"],
+        throughput_steps=throughput_steps,
+        progress=progress,
+    )
     add_effective(runs)
     labels = [entry.label for entry in lines]
     summary = summarise(runs, labels)
     results: dict[str, Any] = {
-        "settings": {
-            "dataset": dataset,
-            "task": task,
-            "metric": "accuracy",
-            "fusions": labels,
-            "seeds": [base_seed + s for s in range(seeds)],
-            "budget": budget,
-            "epochs": config.train.epochs,
-            "batch_size": config.train.batch_size,
-            "threads": torch.get_num_threads(),
-            "levels": list(LEVELS_WITH_CLEAN),
-            "noise_levels": list(LEVELS),
-            "reference": REFERENCE,
-            "splits": {name: len(s) for name, s in prepared.splits.items()},
-            "evaluated_on": prepared.evaluation,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or None,
-            "seconds": None,
-        },
+        "settings": _settings(
+            config,
+            prepared,
+            dataset=dataset,
+            task=task,
+            labels=labels,
+            seeds=seed_list,
+            budget=budget,
+        ),
         "config": prepared.config.model_dump(mode="json"),
         "matmul_peak": peak,
         "runs": runs,
@@ -408,3 +381,81 @@ def run_bench(
     results["settings"]["seconds"] = round(time.perf_counter() - started, 1)
     write_results(results, out)
     return results
+
+
+def _run_entries(
+    prepared: Prepared,
+    lines: Sequence[Entry],
+    *,
+    seeds: Sequence[int],
+    budget: int,
+    task: str,
+    perturb_as: dict[str, str] | None,
+    peak: float | None,
+    throughput_steps: int,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every (entry, seed) trained and evaluated, in that order, and each entry's step cost
+    measured once at the first seed: (runs, performance by label)."""
+    runs: list[dict[str, Any]] = []
+    performance: dict[str, Any] = {}
+    bar = tqdm(total=len(lines) * len(seeds), desc="bench", unit="run", disable=not progress)
+    for entry in lines:
+        for seed in seeds:
+            bar.set_postfix_str(f"{entry.label}, seed {seed}")
+            run = run_one(
+                prepared,
+                entry,
+                seed=seed,
+                budget=budget,
+                task=task,
+                perturb_as=perturb_as,
+                progress=progress,
+            )
+            runs.append(run)
+            bar.update()
+        performance[entry.label] = measure_step(
+            prepared,
+            entry,
+            seed=seeds[0],
+            budget=budget,
+            peak=peak,
+            steps=throughput_steps,
+        )
+    bar.close()
+    return runs, performance
+
+
+def _settings(
+    config: RunConfig,
+    prepared: Prepared,
+    *,
+    dataset: str,
+    task: str,
+    labels: Sequence[str],
+    seeds: Sequence[int],
+    budget: int,
+) -> dict[str, Any]:
+    """What the benchmark ran with and on (results.json's `settings`); `seconds` is left
+    None for the caller to fill in once everything has run."""
+    return {
+        "dataset": dataset,
+        "task": task,
+        "metric": "accuracy",
+        "fusions": list(labels),
+        "seeds": list(seeds),
+        "budget": budget,
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "threads": torch.get_num_threads(),
+        "levels": list(LEVELS_WITH_CLEAN),
+        "noise_levels": list(LEVELS),
+        "reference": REFERENCE,
+        "splits": {name: len(s) for name, s in prepared.splits.items()},
+        "evaluated_on": prepared.evaluation,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "seconds": None,
+    }

@@ -8,22 +8,18 @@ docs/avmnist.md gives every choice and where it differs from MultiBench.
 
     manifest = build_avmnist("avmnist", mnist="data/mnist", fsdd="data/fsdd/recordings")
 
-`download_mnist` and `download_fsdd` fetch the sources from their canonical addresses.
+`omnifuse.data.avmnist_download` fetches the sources from their canonical addresses.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import re
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +47,6 @@ VAL_FRACTION = 1 / 12  # 5000 of MNIST's 60000 training images, MultiBench's spl
 TEST_TAKES = range(5)  # FSDD's official split: takes 0-4 test, 5-49 train
 IMAGE_SIZE = 28
 
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
-# the canonical gzip files (as torchvision checks them)
-MNIST_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
 _MNIST_PARTS = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -400,38 +387,85 @@ def _write(
     *,
     progress: bool,
 ) -> None:
+    """The dataset's files under `root`: images/, audio/, manifest.parquet and meta.json."""
     started = time.perf_counter()
     n_train, n_val, n_test = (int(options[k]) for k in ("train_size", "val_size", "test_size"))
     samples = [
         _Sample(f"mnist-train-{i:05d}", "train" if i < n_train - n_val else "val", "train", i)
         for i in range(n_train)
     ] + [_Sample(f"mnist-test-{i:05d}", "test", "test", i) for i in range(n_test)]
-    labels = {"train": data.train_labels, "test": data.test_labels}
     (root / "images").mkdir()
     (root / "audio").mkdir()
-
-    # images: PCA fitted on the training split only (val and test excluded)
-    removal = fit_energy_removal(
-        data.train_images[: n_train - n_val], float(options["energy_removed"])
+    removal, image_range = _write_images(
+        root,
+        data,
+        samples,
+        fit_on=n_train - n_val,
+        energy_removed=float(options["energy_removed"]),
+        progress=progress,
     )
-    fitted = removal.apply(data.train_images[: n_train - n_val])
+    rows, audio_range = _write_audio(
+        root,
+        data,
+        recordings,
+        samples,
+        seed=int(options["seed"]),
+        snr_db=float(options["snr_db"]),
+        progress=progress,
+    )
+    pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), root / "manifest.parquet")
+    counts = {split: sum(s.split == split for s in samples) for split in ("train", "val", "test")}
+    meta = _meta(data, recordings, options, counts, removal, image_range, audio_range)
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _write_images(
+    root: Path,
+    data: Mnist,
+    samples: list[_Sample],
+    *,
+    fit_on: int,
+    energy_removed: float,
+    progress: bool,
+) -> tuple[EnergyRemoval, tuple[float, float]]:
+    """Each sample's image, its PCA energy removed, as images/{id}.png; returns the removal
+    and the (low, high) range mapped to uint8. The PCA and the range are fitted on the first
+    `fit_on` MNIST training images: the training split only (val and test excluded)."""
+    removal = fit_energy_removal(data.train_images[:fit_on], energy_removed)
+    fitted = removal.apply(data.train_images[:fit_on])
     # the uint8 range: the 0.1th and 99.9th percentiles of the training projections
-    image_low, image_high = (float(v) for v in np.percentile(fitted, [0.1, 99.9]))
+    low, high = (float(v) for v in np.percentile(fitted, [0.1, 99.9]))
     images = {"train": data.train_images, "test": data.test_images}
     for chunk in _chunks(samples, progress, "avmnist images"):
         batch = np.stack([images[s.mnist_split][s.index] for s in chunk])
         for s, projected in zip(chunk, removal.apply(batch), strict=True):
-            pixels = to_uint8(projected, image_low, image_high)
+            pixels = to_uint8(projected, low, high)
             Image.fromarray(pixels).save(root / "images" / f"{s.id}.png")
+    return removal, (low, high)
 
-    # audio: every recording read once; each sample draws its recording and its noise
+
+def _write_audio(
+    root: Path,
+    data: Mnist,
+    recordings: list[Recording],
+    samples: list[_Sample],
+    *,
+    seed: int,
+    snr_db: float,
+    progress: bool,
+) -> tuple[list[dict[str, str | int]], tuple[float, float]]:
+    """Each sample's noisy spectrogram as audio/{id}.png; returns the manifest rows and the
+    (low, high) range mapped to uint8."""
+    labels = {"train": data.train_labels, "test": data.test_labels}
+    # every recording read once; each sample draws its recording and its noise
     waves = {r.path.name: read_recording(r.path) for r in recordings}
     pools: dict[str, dict[int, list[Recording]]] = {"train": {}, "test": {}}
     for r in recordings:
         pools[r.split].setdefault(r.digit, []).append(r)
-    snr_db, seed = float(options["snr_db"]), int(options["seed"])
 
     def spectrograms(chunk: Sequence[_Sample]) -> tuple[np.ndarray, list[Recording]]:
+        """The chunk's log spectrograms and the recording each sample drew."""
         clips, chosen = [], []
         for s in chunk:
             rng = sample_rng(seed, s.mnist_split, s.index)
@@ -444,7 +478,7 @@ def _write(
     # the uint8 range: the 0.1th and 99.9th percentiles of the first training spectrograms
     head = [s for s in samples if s.split == "train"][:_SCALE_SAMPLE]
     low, high = (float(v) for v in np.percentile(spectrograms(head)[0], [0.1, 99.9]))
-    rows = []
+    rows: list[dict[str, str | int]] = []
     for chunk in _chunks(samples, progress, "avmnist audio"):
         spectra, chosen = spectrograms(chunk)
         for s, spectrum, recording in zip(chunk, spectra, chosen, strict=True):
@@ -462,9 +496,21 @@ def _write(
                     "speaker": recording.speaker,
                 }
             )
-    pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), root / "manifest.parquet")
-    counts = {split: sum(s.split == split for s in samples) for split in ("train", "val", "test")}
-    meta = {
+    return rows, (low, high)
+
+
+def _meta(
+    data: Mnist,
+    recordings: list[Recording],
+    options: dict[str, int | float],
+    counts: dict[str, int],
+    removal: EnergyRemoval,
+    image_range: tuple[float, float],
+    audio_range: tuple[float, float],
+) -> dict[str, object]:
+    """meta.json (without `seconds`): the options, the split sizes, the sources' checksums
+    and how the PNGs encode the image projections and the spectrograms."""
+    return {
         "dataset": "avmnist",
         "version": VERSION,
         "options": options,
@@ -486,8 +532,8 @@ def _write(
             "fitted_on": counts["train"],
             "png": "uint8 = clip(round(255 * (projection - low) / (high - low))), "
             "projection = mean + U Uᵀ (x - mean) in raw pixel units",
-            "low": image_low,
-            "high": image_high,
+            "low": image_range[0],
+            "high": image_range[1],
         },
         "audio": {
             "sample_rate": SAMPLE_RATE,
@@ -497,12 +543,10 @@ def _write(
             "window": "hann",
             "png": "rows are frequency bins, 4 kHz at the top; uint8 = "
             "clip(round(255 * (log|STFT| - low) / (high - low)))",
-            "low": low,
-            "high": high,
+            "low": audio_range[0],
+            "high": audio_range[1],
         },
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _chunks(samples: list[_Sample], progress: bool, desc: str) -> Iterator[list[_Sample]]:
@@ -519,97 +563,3 @@ def _sha256(paths: Iterable[Path]) -> str:
     for path in paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-# --- download -------------------------------------------------------------------------------
-
-
-def download_mnist(
-    directory: Path | str,
-    *,
-    url: str = MNIST_URL,
-    checksums: Mapping[str, str] | None = MNIST_MD5,
-    progress: bool = False,
-) -> dict[str, Path]:
-    """Fetch the four MNIST gzip files into `directory` (those already there are kept),
-    each written atomically and checked against its MD5 when `checksums` knows it."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for stem in _MNIST_PARTS.values():
-        name = f"{stem}.gz"
-        if (directory / name).is_file():
-            continue
-        data = _fetch(url.rstrip("/") + "/" + name, progress=progress)
-        expected = (checksums or {}).get(name)
-        if expected is not None and hashlib.md5(data).hexdigest() != expected:
-            raise DataError(f"{url}{name}: checksum mismatch (MD5 is not {expected})")
-        _atomic_write(directory / name, data)
-    return mnist_files(directory)
-
-
-def download_fsdd(
-    directory: Path | str, *, url: str = FSDD_URL, progress: bool = False
-) -> list[Recording]:
-    """Fetch the FSDD archive and write its `recordings/*.wav` into `directory` (atomically:
-    the folder appears complete or not at all); an existing non-empty folder is kept."""
-    directory = Path(directory)
-    if directory.is_dir() and any(directory.glob("*.wav")):
-        return list_recordings(directory)
-    data = _fetch(url, progress=progress)
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        members = [
-            m
-            for m in archive.namelist()
-            if m.endswith(".wav") and Path(m).parent.name == "recordings"
-        ]
-    except zipfile.BadZipFile:
-        raise DataError(f"{url}: not a zip archive") from None
-    if not members:
-        raise DataError(f"{url}: no recordings/*.wav in the archive")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        for member in members:
-            parse_recording(member)  # refuses names that are not FSDD's
-            (tmp / Path(member).name).write_bytes(archive.read(member))
-        tmp.chmod(0o755)
-        if directory.is_dir():
-            directory.rmdir()  # empty: checked above
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return list_recordings(directory)
-
-
-def _fetch(url: str, *, progress: bool) -> bytes:
-    """The bytes at `url`; a DataError of one line when it cannot be reached."""
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            name = url.rsplit("/", 1)[-1]
-            bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, disable=not progress)
-            parts = []
-            while block := response.read(1 << 20):
-                parts.append(block)
-                bar.update(len(block))
-            bar.close()
-    except urllib.error.URLError as error:
-        reason = getattr(error, "reason", error)
-        raise DataError(
-            f"cannot download {url}: {reason} (offline? fetch it on a machine with internet "
-            "and pass the folder instead)"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot download {url}: {error}") from None
-    data = b"".join(parts)
-    if total is not None and len(data) != total:
-        raise DataError(f"cannot download {url}: got {len(data)} of {total} bytes")
-    return data
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)

@@ -7,6 +7,7 @@ every bad cell stops loading with a message naming the manifest row and column.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Sequence
@@ -18,14 +19,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from omnifuse import __version__
 from omnifuse.config import DataConfig, RunConfig
-from omnifuse.data.batch import Collate, Sample
-from omnifuse.data.manifest import Manifest, read_manifest, split_rows
 from omnifuse.errors import DataError
-from omnifuse.modalities import Modality, create_modality
-from omnifuse.registry import DATASETS, create_task
-from omnifuse.tasks.base import Task
+from omnifuse.interfaces import Collate, Sample
+from omnifuse.manifest import Manifest, read_manifest, split_rows
+from omnifuse.modalities.base import Modality
+from omnifuse.registry import DATASETS, create_modality
+from omnifuse.tasks.base import TaskSpec
 
 
 def cache_dir() -> Path:
@@ -38,12 +38,14 @@ def resolve_manifest(data: DataConfig, *, progress: bool = False) -> Path:
     if data.manifest is not None:
         return data.manifest
     assert data.dataset is not None
-    import omnifuse.data  # noqa: F401  (registers the built-in datasets)
-
     options = DATASETS.validate(data.dataset.type, data.dataset.options, "data.dataset")
     # The package's and the dataset's versions are in the key: either may change what is built.
     key_text = json.dumps(
-        {"version": __version__, "dataset_version": DATASETS.version(data.dataset.type), **options},
+        {
+            "version": importlib.metadata.version("omnifuse"),
+            "dataset_version": DATASETS.version(data.dataset.type),
+            **options,
+        },
         sort_keys=True,
     )
     key = hashlib.sha1(key_text.encode()).hexdigest()[:10]
@@ -59,6 +61,29 @@ def resolve_manifest(data: DataConfig, *, progress: bool = False) -> Path:
     return manifests[0]
 
 
+@dataclass(frozen=True)
+class Readers:
+    """What reads a config's manifest rows: its modalities (inputs) and its tasks' specs
+    (targets). Plain objects: fitting, loading and validating never build an nn.Module."""
+
+    modalities: dict[str, Modality]
+    tasks: dict[str, TaskSpec]
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Readers:
+        return cls(
+            {n: create_modality(n, config.modalities[n]) for n in sorted(config.modalities)},
+            {name: config.task_spec(name) for name in sorted(config.model.tasks)},
+        )
+
+    def collate(self) -> Collate:
+        """The collate for these modalities and targets, whatever a batch holds."""
+        return Collate(
+            {name: modality.template() for name, modality in self.modalities.items()},
+            {n: t.target_template() for n, t in self.tasks.items() if t.target is not None},
+        )
+
+
 def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> RunConfig:
     """The config with every modality's and task's statistics fitted on the training rows.
 
@@ -66,18 +91,12 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
     config is kept as given.
     """
     data = config.model_dump(mode="json")
-    for name in config.modalities:
-        fitted = create_modality(name, config.modalities[name]).fit(manifest, train)
+    readers = Readers.of(config)
+    for name, modality in readers.modalities.items():
+        fitted = modality.fit(manifest, train)
         _fill_unset(data["modalities"][name], fitted.model_dump(mode="json"))
-    for name, task in config.model.tasks.items():
-        built = create_task(
-            task.type,
-            name=name,
-            dim=config.model.dim,
-            modalities=list(config.modalities),
-            **task.options,
-        )
-        _fill_unset(data["model"]["tasks"][name], built.fit(manifest, train))
+    for name, task in readers.tasks.items():
+        _fill_unset(data["model"]["tasks"][name], task.fit(manifest, train))
     return RunConfig.model_validate(data).check()
 
 
@@ -102,8 +121,7 @@ def _fill_unset(values: dict[str, Any], fitted: dict[str, Any]) -> None:
 def load_samples(
     manifest: Manifest,
     indices: Sequence[int],
-    modalities: dict[str, Modality],
-    tasks: dict[str, Task],
+    readers: Readers,
     *,
     progress: bool = False,
     desc: str = "loading",
@@ -116,9 +134,9 @@ def load_samples(
         try:
             return Sample(
                 id=str(row.get("id", index)),
-                inputs={n: m.load(row, manifest.root) for n, m in sorted(modalities.items())},
+                inputs={n: m.load(row, manifest.root) for n, m in readers.modalities.items()},
                 targets={
-                    n: t.load_target(row) for n, t in sorted(tasks.items()) if t.target is not None
+                    n: t.load_target(row) for n, t in readers.tasks.items() if t.target is not None
                 },
             )
         except DataError as error:
@@ -155,14 +173,6 @@ class BadRowsError(DataError):
             f"{rows[0]}{more}; list them with `omnifuse data validate {manifest.path.name}`, "
             "or leave them out with --skip-bad"
         )
-
-
-def make_collate(modalities: dict[str, Modality], tasks: dict[str, Task]) -> Collate:
-    """The collate for a model's modalities and tasks, whatever the batch holds."""
-    return Collate(
-        {name: modality.template() for name, modality in modalities.items()},
-        {name: task.target_template() for name, task in tasks.items() if task.target is not None},
-    )
 
 
 def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from omnifuse.data.manifest import SPLITS
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.manifest import SPLITS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

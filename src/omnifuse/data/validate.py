@@ -1,38 +1,46 @@
 """Check every row of a manifest and list each one that cannot be used.
 
 With a run config, each modality and target is checked as training would read it (label
-lists and statistics fitted on the training split). Without one, columns whose values name
-image or audio files are recognised by their extension and every such file is opened.
+lists and statistics fitted on the training split). Without one, a column whose values all
+name files of one modality kind's suffixes (images, audio) is read as that kind, with its
+default settings, and every such file is opened.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omnifuse.config import AudioConfig, ImageConfig, RunConfig
-from omnifuse.data.dataset import BadRow, fit_config, load_samples
-from omnifuse.data.manifest import Manifest, read_manifest, split_rows
-from omnifuse.modalities import Modality, create_modality
-from omnifuse.modalities.base import is_missing
-from omnifuse.model import OmnifuseModel
-from omnifuse.tasks.base import Task
+from pydantic import ValidationError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+from omnifuse.config import RunConfig
+from omnifuse.data.dataset import BadRow, Readers, fit_config, load_samples
+from omnifuse.manifest import Manifest, read_manifest, split_rows
+from omnifuse.modalities.base import Modality, is_missing
+from omnifuse.registry import KINDS, create_modality
+
+
+def kind_suffixes(kind: str) -> tuple[str, ...]:
+    modality: type[Modality] = KINDS.builder(kind)  # type: ignore[assignment]
+    return modality.suffixes
 
 
 def file_columns(manifest: Manifest) -> dict[str, Modality]:
-    """An image or audio modality for each column whose present values all name such files."""
+    """A modality for each column whose present values all name files of one kind's
+    suffixes (a kind whose config needs no more than the column to be built)."""
     modalities: dict[str, Modality] = {}
     for column in manifest.rows[0]:
         values = [r.get(column) for r in manifest.rows if not is_missing(r.get(column))]
         if not values or not all(isinstance(v, str) for v in values):
             continue
         suffixes = {Path(str(v)).suffix.lower() for v in values}
-        if suffixes <= set(IMAGE_SUFFIXES):
-            modalities[column] = create_modality(column, ImageConfig(column=column))
-        elif suffixes <= set(AUDIO_SUFFIXES):
-            modalities[column] = create_modality(column, AudioConfig(column=column))
+        kinds = [k for k in KINDS.names() if suffixes <= set(kind_suffixes(k))]
+        for kind in kinds:
+            try:
+                config = KINDS.info(kind)["config"](kind=kind, column=column)
+            except ValidationError:  # the kind needs more settings than a column
+                continue
+            modalities[column] = create_modality(column, config)
+            break
     return modalities
 
 
@@ -41,10 +49,8 @@ def validate_manifest(
 ) -> tuple[Manifest, list[BadRow]]:
     """The manifest and its bad rows, each with the first problem found in it."""
     manifest = read_manifest(path)
-    modalities: dict[str, Modality]
-    tasks: dict[str, Task] = {}
     if config is None:
-        modalities = file_columns(manifest)
+        readers = Readers(file_columns(manifest), {})
     else:
         splits = split_rows(
             manifest,
@@ -53,14 +59,8 @@ def validate_manifest(
             test_fraction=config.data.test_fraction,
             seed=config.train.seed,
         )
-        model = OmnifuseModel.build(fit_config(config, manifest, splits["train"]))
-        modalities, tasks = model.modalities, model.task_dict()
+        readers = Readers.of(fit_config(config, manifest, splits["train"]))
     _, bad = load_samples(
-        manifest,
-        range(len(manifest.rows)),
-        modalities,
-        tasks,
-        progress=progress,
-        desc="validating",
+        manifest, range(len(manifest.rows)), readers, progress=progress, desc="validating"
     )
     return manifest, sorted(bad, key=lambda row: row.index)

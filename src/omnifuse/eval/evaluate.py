@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnifuse.data.batch import Collate, Sample
+from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,28 +11,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch import Tensor
 
-from omnifuse.train.loop import History
 
-
-def plot_training(history: History, path: Path) -> None:
-    """Loss per step (total and per task), then one panel of validation metrics per task."""
-    tasks = sorted({key.split("/")[0] for e in history.epochs for key in e if "/" in key})
+def plot_training(
+    step_logs: Sequence[Mapping[str, float]], epoch_logs: Sequence[Mapping[str, float]], path: Path
+) -> None:
+    """Loss per step (total and per task), then one panel of validation metrics per task, from
+    a training history's per-step and per-epoch records."""
+    tasks = sorted({key.split("/")[0] for e in epoch_logs for key in e if "/" in key})
     fig, axes = plt.subplots(
         1, 1 + len(tasks), figsize=(4.2 * (1 + len(tasks)), 3.6), squeeze=False
     )
     loss_ax = axes[0, 0]
-    steps = range(1, len(history.steps) + 1)
-    for key in sorted(history.steps[0]) if history.steps else []:
+    steps = range(1, len(step_logs) + 1)
+    for key in sorted(step_logs[0]) if step_logs else []:
         if key.startswith("loss"):
-            loss_ax.plot(steps, [s[key] for s in history.steps], label=key, lw=1)
+            loss_ax.plot(steps, [s[key] for s in step_logs], label=key, lw=1)
     loss_ax.set(xlabel="step", ylabel="loss", title="training loss", yscale="log")
     loss_ax.legend(fontsize=7)
-    epochs = [e["epoch"] for e in history.epochs]
+    epochs = [e["epoch"] for e in epoch_logs]
     for ax, task in zip(axes[0, 1:], tasks, strict=True):
-        for key in sorted(k for k in history.epochs[0] if k.startswith(f"{task}/")):
-            ax.plot(
-                epochs, [e[key] for e in history.epochs], marker="o", ms=3, label=key.split("/")[1]
-            )
+        for key in sorted(k for k in epoch_logs[0] if k.startswith(f"{task}/")):
+            ax.plot(epochs, [e[key] for e in epoch_logs], marker="o", ms=3, label=key.split("/")[1])
         ax.set(xlabel="epoch", title=f"{task} (validation)")
         ax.legend(fontsize=7)
     fig.tight_layout()

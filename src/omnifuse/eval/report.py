@@ -16,9 +16,9 @@ import matplotlib.pyplot as plt
 import torch
 from PIL import Image
 
-from omnifuse.data.batch import Collate, Sample
-from omnifuse.data.manifest import Manifest
 from omnifuse.eval.evaluate import evaluate
+from omnifuse.interfaces import Collate, Sample
+from omnifuse.manifest import Manifest
 from omnifuse.model import OmnifuseModel
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.generation import Generation

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from omnifuse.data.batch import Sample
-from omnifuse.data.dataset import make_collate
+from omnifuse.data.dataset import Readers
 from omnifuse.errors import OmnifuseError
+from omnifuse.interfaces import Sample
 from omnifuse.layers.attention import masked_mean
 from omnifuse.model import OmnifuseModel
-from omnifuse.tasks.alignment import Alignment
+from omnifuse.tasks.alignment import Alignment, aligned_task
 
 PLACEHOLDER = "{}"
 
@@ -50,27 +50,14 @@ def text_alignment(
     """The alignment task (the only one with a text modality, or `task`) and its text modality
     (the only one, or `text`) that zero-shot classification reads class names through."""
     kinds = {name: m.config.kind for name, m in model.modalities.items()}
-    aligned = {
-        name: t
-        for name, t in model.task_dict().items()
-        if isinstance(t, Alignment) and any(kinds[m] == "text" for m in t.between)
-    }
-    if not aligned:
-        raise OmnifuseError(
-            "zero-shot classification needs an alignment task between a text modality and "
-            "others; the model has none"
-        )
-    if task is None:
-        if len(aligned) > 1:
-            raise OmnifuseError(
-                f"several alignment tasks align a text modality; pick one of {sorted(aligned)}"
-            )
-        task = next(iter(aligned))
-    if task not in aligned:
-        raise OmnifuseError(
-            f"no alignment task '{task}' with a text modality; the model has {sorted(aligned)}"
-        )
-    chosen = aligned[task]
+    chosen = aligned_task(
+        model.task_dict(),
+        task,
+        where=lambda t: any(kinds[m] == "text" for m in t.between),
+        what="alignment task with a text modality (zero-shot classification reads class "
+        "names as text)",
+    )
+    task = chosen.name
     texts = [m for m in chosen.between if kinds[m] == "text"]
     if text is None:
         if len(texts) > 1:
@@ -99,7 +86,7 @@ def embed_texts(model: OmnifuseModel, task: Alignment, text: str, values: Sequen
         )
         for value in values
     ]
-    batch = make_collate(model.modalities, model.task_dict())(samples)
+    batch = Readers.of(model.config).collate()(samples)
     tokens = model.encode(batch)[text]
     return task.project(text, masked_mean(tokens.tokens, tokens.mask))
 
@@ -132,7 +119,7 @@ def zero_shot(
     )  # (C, E)
     others = [m for m in alignment.between if m != text]
     predictions: dict[str, list[str | None]] = {m: [] for m in others}
-    collate = make_collate(model.modalities, model.task_dict())
+    collate = Readers.of(model.config).collate()
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start : start + batch_size])
         embedded = model(batch).outputs[alignment.name]  # (B, M, E)

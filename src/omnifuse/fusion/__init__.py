@@ -1,4 +1,4 @@
-"""Fusion strategies, one per file, registered by name."""
+"""Fusion strategies, one per file, registered by name; `base.py` holds their shared helpers."""
 
 from omnifuse.fusion import (
     bottleneck,
@@ -11,13 +11,9 @@ from omnifuse.fusion import (
     tensor,
     unimodal,
 )
-from omnifuse.fusion.base import Fused, Fusion, count_parameters, width_for_budget
 
 __all__ = [
-    "Fused",
-    "Fusion",
     "bottleneck",
-    "count_parameters",
     "cross_attention",
     "early",
     "gmu",
@@ -26,5 +22,4 @@ __all__ = [
     "perceiver",
     "tensor",
     "unimodal",
-    "width_for_budget",
 ]

@@ -8,75 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.registry import closest
 
-Output = Literal["tokens", "vector", "parts"]
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fused:
-    """`tokens` (B, L, D) with `mask` (B, L), and a `pooled` (B, D) summary.
-
-    A strategy that yields only a vector returns it as a single token. Late fusion also sets
-    `parts` (one Fused per modality, read by that modality alone) and `weights` (B,) per part,
-    summing to 1 over a sample's parts and 0 where the modality is absent: the model then
-    decodes every task on every part and averages the predictions (`combine`), so no head ever
-    sees two modalities at once.
-    """
-
-    tokens: Tensor
-    mask: Tensor
-    pooled: Tensor
-    parts: dict[str, Fused] | None = None
-    weights: dict[str, Tensor] | None = None
-
-    def select(self, rows: Tensor) -> Fused:
-        """The fused result of samples `rows` (a long index; may repeat samples, as for beams)."""
-        return Fused(
-            self.tokens[rows],
-            self.mask[rows],
-            self.pooled[rows],
-            None if self.parts is None else {n: p.select(rows) for n, p in self.parts.items()},
-            None if self.weights is None else {n: w[rows] for n, w in self.weights.items()},
-        )
-
-    def combine(self, decode: Callable[[Fused], dict[str, Tensor]]) -> dict[str, Tensor]:
-        """`decode(self)`, or for a late fusion the weighted mean of `decode(part)` over parts.
-
-        A part whose weight is 0 (its modality absent) adds exactly nothing.
-        """
-        if self.parts is None or self.weights is None:
-            return decode(self)
-        combined: dict[str, Tensor] = {}
-        for name in sorted(self.parts):
-            weight = self.weights[name]
-            for key, prediction in decode(self.parts[name]).items():
-                w = weight.reshape(-1, *([1] * (prediction.ndim - 1))).to(prediction.dtype)
-                term = torch.where(w > 0, w * prediction, torch.zeros_like(prediction))
-                combined[key] = combined[key] + term if key in combined else term
-        return combined
-
-
-class Fusion(Protocol):
-    """Reads the tokens of every modality (in sorted key order), never a masked one.
-
-    `output` says what it yields: "tokens" (a sequence), "vector" (one token), or "parts"
-    (late fusion: per-modality parts combined after decoding).
-    """
-
-    output: Output
-
-    def __call__(self, inputs: dict[str, Tokens]) -> Fused: ...
 
 
 def vector(pooled: Tensor) -> Fused:

@@ -16,15 +16,13 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.fusion.base import batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
 class BottleneckFusion(nn.Module):
-    output = "tokens"
-
     def __init__(
         self,
         *,

@@ -18,9 +18,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.fusion.base import batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import CrossAttentionBlock, SelfAttentionBlock, masked_mean
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
@@ -29,8 +29,6 @@ def pair(target: str, source: str) -> str:
 
 
 class CrossModalFusion(nn.Module):
-    output = "tokens"
-
     def __init__(
         self, *, dim: int, modalities: Sequence[str], depth: int, heads: int, width: int
     ) -> None:

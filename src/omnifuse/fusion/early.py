@@ -10,15 +10,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.fusion.base import batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
 class EarlyFusion(nn.Module):
-    output = "tokens"
-
     def __init__(
         self, *, dim: int, modalities: Sequence[str], depth: int, heads: int, width: int
     ) -> None:

@@ -20,14 +20,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from omnifuse.fusion.base import Fused, pooled_or_absent, present, sized, vector
-from omnifuse.modalities.base import Tokens
+from omnifuse.fusion.base import pooled_or_absent, present, sized, vector
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.registry import register_fusion
 
 
 class GatedFusion(nn.Module):
-    output = "vector"
-
     def __init__(self, *, dim: int, modalities: Sequence[str], width: int) -> None:
         super().__init__()
         self.width = width

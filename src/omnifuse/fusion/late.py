@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.fusion.base import batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
@@ -49,8 +49,6 @@ class ModalityPredictor(nn.Module):
 
 
 class LateFusion(nn.Module):
-    output = "parts"
-
     def __init__(
         self,
         *,

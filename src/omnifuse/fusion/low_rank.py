@@ -18,14 +18,12 @@ from einops import rearrange
 from torch import nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.fusion.base import Fused, pooled_or_absent, sized, vector
-from omnifuse.modalities.base import Tokens
+from omnifuse.fusion.base import pooled_or_absent, sized, vector
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.registry import register_fusion
 
 
 class LowRankFusion(nn.Module):
-    output = "vector"
-
     def __init__(self, *, dim: int, modalities: Sequence[str], width: int, rank: int) -> None:
         super().__init__()
         self.width = width

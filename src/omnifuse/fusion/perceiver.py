@@ -9,15 +9,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import Fused, batch_size, mlp_ratio, sized
+from omnifuse.fusion.base import batch_size, mlp_ratio, sized
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import CrossAttentionBlock, SelfAttentionBlock
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
 class PerceiverFusion(nn.Module):
-    output = "tokens"
-
     def __init__(
         self,
         *,

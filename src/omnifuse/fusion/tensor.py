@@ -17,8 +17,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from omnifuse.fusion.base import Fused, pooled_or_absent, sized, vector
-from omnifuse.modalities.base import Tokens
+from omnifuse.fusion.base import pooled_or_absent, sized, vector
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.registry import register_fusion
 
 # default width: the largest whose product has at most this many terms
@@ -26,8 +26,6 @@ DEFAULT_TERMS = 4096
 
 
 class TensorFusion(nn.Module):
-    output = "vector"
-
     def __init__(self, *, dim: int, modalities: Sequence[str], width: int) -> None:
         super().__init__()
         self.width = width

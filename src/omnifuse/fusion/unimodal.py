@@ -13,21 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import (
-    Fused,
-    mlp_ratio,
-    require_modality,
-    sized,
-    zero_masked,
-)
+from omnifuse.fusion.base import mlp_ratio, require_modality, sized, zero_masked
+from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
-from omnifuse.modalities.base import Tokens
 from omnifuse.registry import register_fusion
 
 
 class UnimodalFusion(nn.Module):
-    output = "tokens"
-
     def __init__(self, *, dim: int, modality: str, depth: int, heads: int, width: int) -> None:
         super().__init__()
         self.width = width

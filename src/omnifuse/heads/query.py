@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omnifuse.fusion.base import Fused
+from omnifuse.interfaces import Fused
 from omnifuse.layers.attention import CrossAttentionBlock
 
 

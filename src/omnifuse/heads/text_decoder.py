@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from omnifuse.fusion.base import Fused
+from omnifuse.interfaces import Fused
 from omnifuse.layers.attention import DecoderBlock
 
 PAD = 0

@@ -1,47 +1,7 @@
-"""Modality kinds: loading, preprocessing and from-scratch encoders."""
+"""Modality kinds, one module each: its config, loading, fitted statistics, encoders and
+robustness perturbations, registered with `register_kind` and `register_encoder`."""
 
-from omnifuse.config import (
-    AudioConfig,
-    ImageConfig,
-    TabularConfig,
-    TextConfig,
-    TimeSeriesConfig,
-    VectorConfig,
-    VideoConfig,
-)
-from omnifuse.modalities.audio import AudioModality
-from omnifuse.modalities.base import Encoder, Modality, Tokens
-from omnifuse.modalities.image import ImageModality
-from omnifuse.modalities.tabular import TabularModality
-from omnifuse.modalities.text import TextModality
-from omnifuse.modalities.timeseries import TimeSeriesModality
-from omnifuse.modalities.vector import VectorModality
-from omnifuse.modalities.video import VideoModality
+from omnifuse.modalities import audio, image, tabular, text, timeseries, vector, video
+from omnifuse.modalities.base import Modality
 
-KINDS: dict[type, type[Modality]] = {
-    ImageConfig: ImageModality,
-    TextConfig: TextModality,
-    AudioConfig: AudioModality,
-    TabularConfig: TabularModality,
-    TimeSeriesConfig: TimeSeriesModality,
-    VideoConfig: VideoModality,
-    VectorConfig: VectorModality,
-}
-
-AnyModalityConfig = (
-    ImageConfig
-    | TextConfig
-    | AudioConfig
-    | TabularConfig
-    | TimeSeriesConfig
-    | VideoConfig
-    | VectorConfig
-)
-
-
-def create_modality(name: str, config: AnyModalityConfig) -> Modality:
-    """The modality object for a validated config."""
-    return KINDS[type(config)](name, config)
-
-
-__all__ = ["Encoder", "Modality", "Tokens", "create_modality"]
+__all__ = ["Modality", "audio", "image", "tabular", "text", "timeseries", "vector", "video"]

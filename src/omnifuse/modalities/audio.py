@@ -6,21 +6,24 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import soundfile
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from omnifuse.config import AudioConfig
-from omnifuse.data.manifest import Manifest
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
-from omnifuse.modalities.base import Modality, Tokens
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality
+from omnifuse.modalities.perturbations import Perturbation, frame_dropout, gaussian_noise
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 
 @cache
@@ -91,7 +94,33 @@ def wav_shortfall(path: Path) -> tuple[int, int] | None:
     return None
 
 
+class AudioConfig(ModalityConfig):
+    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, cut to `max_seconds`; as a
+    log-mel spectrogram (n_mels, frames), or as the raw waveform (samples,) for encoders that
+    take one (wav2vec2-style)."""
+
+    kind: Literal["audio"] = "audio"
+    column: str | None = None
+    sample_rate: int = Field(16000, ge=1000)
+    max_seconds: float = Field(1.0, gt=0)
+    n_mels: int = Field(64, ge=8)
+    n_fft: int = Field(400, ge=16)
+    hop: int = Field(160, ge=1)
+    features: Literal["log_mel", "waveform"] = "log_mel"
+    encoder: Component = Component(type="audio_conv")
+    mean: float | None = None  # log-mel statistics, fitted on the training split
+    std: float | None = None
+
+
+@register_kind("audio", config=AudioConfig)
 class AudioModality(Modality[AudioConfig]):
+    suffixes = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+    def perturbations(self) -> dict[str, Perturbation]:
+        """Additive noise and time-frame dropout (a waveform's frame is its hop)."""
+        frame = self.config.hop if self.config.features == "waveform" else 1
+        return {"noise": gaussian_noise, "dropout": partial(frame_dropout, frame=frame)}
+
     def read(self, value: Any, root: Path) -> Tensor:
         """The file's first `max_seconds` as the configured features, unnormalised."""
         path = self.resolve(str(value), root)
@@ -181,7 +210,7 @@ class ConvAudioEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("audio_conv")
+@register_encoder("audio_conv", kinds=("audio",))
 def audio_conv(
     dim: int, n_mels: int, sample_rate: int, *, width: int = 64, stride: int = 4, depth: int = 1
 ) -> ConvAudioEncoder:
@@ -224,7 +253,7 @@ class PatchAudioEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("audio_patch")
+@register_encoder("audio_patch", kinds=("audio",))
 def audio_patch(
     dim: int,
     n_mels: int,

@@ -7,42 +7,16 @@ import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError
-
-
-@dataclass
-class Tokens:
-    """An encoder's output: `tokens` (B, N, D) and `mask` (B, N), True where a token is real."""
-
-    tokens: Tensor
-    mask: Tensor
-
-
-class Encoder(Protocol):
-    """Maps a batch of preprocessed inputs to tokens.
-
-    `x` is (B, ...) as collated; `lengths` (B,) is each sample's size along the last axis
-    before padding (0 for an absent sample).
-
-    An encoder's registered builder takes its kind's injected parameters as positional-or-
-    keyword arguments, and its user options (config keys) as keyword-only ones:
-    image: dim, size; text: dim, max_length (and vocab_size with `tokenizer: bpe`; an encoder
-    without that parameter reads UTF-8 bytes); audio: dim, n_mels, sample_rate; tabular: dim,
-    numeric, categories; timeseries: dim, channels; video: dim, frames, size; vector: dim,
-    features.
-    """
-
-    def __call__(self, x: Tensor, lengths: Tensor) -> Tokens: ...
-
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.perturbations import Perturbation
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -83,7 +57,18 @@ def is_missing(value: Any) -> bool:
 
 
 class Modality(ABC, Generic[C]):
-    """A named input stream of one kind, configured by that kind's config model."""
+    """A named input stream of one kind, configured by that kind's config model.
+
+    A kind is one module: its config model (`kind: Literal[name]`), this class's subclass
+    registered with `@register_kind(name, config=...)`, and its encoders registered with
+    `@register_encoder(name, kinds=(kind,))`. An encoder builder takes `dim` and what its
+    kind's `build_encoder` passes as positional-or-keyword parameters, and its user options
+    (the config keys) as keyword-only ones.
+    """
+
+    # loose files with these suffixes are cells of this kind (`omnifuse predict cat.png`,
+    # `omnifuse data validate` without a config)
+    suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, config: C) -> None:
         self.name = name
@@ -129,6 +114,15 @@ class Modality(ABC, Generic[C]):
         present = [i for i in rows if not is_missing(manifest.rows[i].get(self.column))]
         chosen = sorted(random.Random(0).sample(present, min(limit, len(present))))
         return manifest.readable(chosen, lambda row: self.read(row[self.column], manifest.root))
+
+    def cell(self, path: Path) -> Any:
+        """A loose file given to this kind (see `suffixes`) as a manifest cell: its path."""
+        return str(path.resolve())
+
+    def perturbations(self) -> dict[str, Perturbation]:
+        """The test-time perturbations of this kind for the robustness sweep, by name (the
+        sweep adds `missing` for every kind)."""
+        return {}
 
     @abstractmethod
     def build_encoder(self, dim: int) -> nn.Module:

@@ -5,26 +5,61 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from omnifuse.config import ImageConfig
-from omnifuse.data.manifest import Manifest
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
-from omnifuse.modalities.base import Modality, Tokens
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality
 from omnifuse.modalities.image_augment import ImageAugment
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+class ImageConfig(ModalityConfig):
+    """An image file per row, resized to `size` x `size`, read as RGB (`channels: 3`) or
+    greyscale (`channels: 1`: a third of the memory for grey images)."""
+
+    kind: Literal["image"] = "image"
+    column: str | None = None
+    size: int = Field(64, ge=8)
+    channels: Literal[1, 3] = 3
+    encoder: Component = Component(type="image_conv")
+    # "fitted": per-channel statistics of the training split; "imagenet": the fixed ImageNet
+    # statistics that pretrained backbones expect
+    normalize: Literal["fitted", "imagenet"] = "fitted"
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _statistics_fit_channels(self) -> ImageConfig:
+        if self.normalize == "imagenet" and self.channels != 3:
+            raise ValueError("normalize: imagenet needs channels: 3")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"{name} has {len(values)} values for {self.channels} channels")
+        return self
+
+
+@register_kind("image", config=ImageConfig)
 class ImageModality(Modality[ImageConfig]):
+    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+    def perturbations(self) -> dict[str, Perturbation]:
+        return {"gaussian": gaussian_noise, "occlusion": occlusion}
+
     def read(self, value: Any, root: Path) -> Tensor:
         """The image as (channels, size, size) floats in [0, 1]."""
         path = self.resolve(str(value), root)
@@ -97,7 +132,7 @@ class ConvImageEncoder(nn.Module):
         return Tokens(tokens, mask)
 
 
-@register_encoder("image_conv")
+@register_encoder("image_conv", kinds=("image",))
 def image_conv(
     dim: int,
     size: int,
@@ -147,7 +182,7 @@ class PatchImageEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("image_patch")
+@register_encoder("image_patch", kinds=("image",))
 def image_patch(
     dim: int,
     size: int,

@@ -10,21 +10,41 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from omnifuse.config import TabularConfig
-from omnifuse.data.manifest import Manifest
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
-from omnifuse.modalities.base import Modality, Tokens, is_missing
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality, is_missing
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 MISSING, UNKNOWN = 0, 1
 
 
+class TabularConfig(ModalityConfig):
+    """Numeric and categorical columns of the manifest, one token per column."""
+
+    kind: Literal["tabular"] = "tabular"
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    encoder: Component = Component(type="tabular_tokens")
+    stats: dict[str, tuple[float, float]] | None = None  # numeric column -> (mean, std)
+    categories: dict[str, list[str]] | None = None  # categorical column -> known values
+
+    @model_validator(mode="after")
+    def _has_columns(self) -> TabularConfig:
+        if not self.numeric and not self.categorical:
+            raise ValueError("a tabular modality needs numeric or categorical columns")
+        return self
+
+
+@register_kind("tabular", config=TabularConfig)
 class TabularModality(Modality[TabularConfig]):
     def columns(self) -> list[str]:
         return [*self.config.numeric, *self.config.categorical]
@@ -120,7 +140,7 @@ class FeatureTokenizer(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("tabular_tokens")
+@register_encoder("tabular_tokens", kinds=("tabular",))
 def tabular_tokens(
     dim: int, numeric: int, categories: list[int], *, depth: int = 1
 ) -> FeatureTokenizer:

@@ -9,24 +9,25 @@ fallback). The merges are stored in the fitted config, which alone rebuilds the 
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tokenizers as tk
 import torch
+from pydantic import Field
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from omnifuse.config import TextConfig
-from omnifuse.data.manifest import Manifest
-from omnifuse.errors import ConfigError, DataError
+from omnifuse.config import Component, ModalityConfig
+from omnifuse.errors import DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
-from omnifuse.modalities.base import Modality, Tokens, TruncationCount, is_missing
-from omnifuse.registry import ENCODERS, create_encoder, register_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality, TruncationCount, is_missing
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 PAD = 0
 BYTE_VOCAB = 257  # byte b is token b + 1; 0 pads
@@ -69,7 +70,26 @@ def bpe_tokenizer(merges: Sequence[tuple[str, str]]) -> Tokenizer:
     return tokenizer
 
 
+class TextConfig(ModalityConfig):
+    """A text value per row as token ids, truncated to `max_length` (an empty cell is absent).
+
+    `tokenizer: bytes` uses UTF-8 bytes; `bpe` a byte-level BPE of `vocab_size` tokens trained
+    on the training split (its `merges` are fitted), which still encodes any input.
+    """
+
+    kind: Literal["text"] = "text"
+    column: str | None = None
+    max_length: int = Field(128, ge=1)
+    tokenizer: Literal["bytes", "bpe"] = "bytes"
+    vocab_size: int = Field(4096, ge=258)  # bpe: the padding id, 256 bytes, then merges
+    merges: list[tuple[str, str]] | None = None  # bpe merges, fitted on the training split
+    encoder: Component = Component(type="text_transformer")
+
+
+@register_kind("text", config=TextConfig)
 class TextModality(Modality[TextConfig]):
+    suffixes = (".txt",)
+
     def __init__(self, name: str, config: TextConfig) -> None:
         super().__init__(name, config)
         self.truncations = TruncationCount(name, "texts", f"{config.max_length} tokens")
@@ -126,18 +146,21 @@ class TextModality(Modality[TextConfig]):
     def template(self) -> Tensor:
         return torch.zeros(1, dtype=torch.long)
 
+    def cell(self, path: Path) -> Any:
+        """A loose .txt file's text."""
+        return path.read_text()
+
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder
-        injected: dict[str, Any] = {"dim": dim, "max_length": self.config.max_length}
-        if self.config.tokenizer == "bpe":
-            # encoders that read bytes (pretrained ones re-tokenize them) take no vocab_size
-            if "vocab_size" not in inspect.signature(ENCODERS.builder(encoder.type)).parameters:
-                raise ConfigError(
-                    f"modalities.{self.name}.tokenizer: encoder '{encoder.type}' reads UTF-8 "
-                    "bytes; use tokenizer: bytes"
-                )
-            injected["vocab_size"] = self.vocab_size
-        return create_encoder(encoder.type, **injected, **encoder.options)
+        # encoders that re-tokenize the text (pretrained ones) are registered with
+        # needs={"tokenizer": "bytes"}; the ids' vocabulary size is given to every encoder
+        return create_encoder(
+            encoder.type,
+            dim=dim,
+            max_length=self.config.max_length,
+            vocab_size=self.vocab_size,
+            **encoder.options,
+        )
 
 
 class TransformerTextEncoder(nn.Module):
@@ -158,7 +181,7 @@ class TransformerTextEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("text_transformer")
+@register_encoder("text_transformer", kinds=("text",))
 def text_transformer(
     dim: int, max_length: int, vocab_size: int = BYTE_VOCAB, *, depth: int = 2, heads: int = 4
 ) -> TransformerTextEncoder:

@@ -18,19 +18,22 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from omnifuse.config import TimeSeriesConfig
-from omnifuse.data.manifest import Manifest
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
-from omnifuse.modalities.base import Modality, Tokens, TruncationCount, load_npy
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality, TruncationCount, load_npy
+from omnifuse.modalities.perturbations import Perturbation, frame_dropout, gaussian_noise
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 
 def _number(cell: str) -> float:
@@ -47,7 +50,25 @@ def read_csv_series(path: Path) -> list[list[float]]:
         return [[_number(cell) for cell in row] for row in rows[1:]]
 
 
+class TimeSeriesConfig(ModalityConfig):
+    """A series per row: a .npy or .csv file, or a JSON list, laid out time x channels (a 1-d
+    list or array is one channel); NaN marks a gap. Standardised per channel, cut to
+    `max_length` steps."""
+
+    kind: Literal["timeseries"] = "timeseries"
+    column: str | None = None
+    channels: int | None = Field(None, ge=1)  # fitted from the training split when unset
+    max_length: int = Field(512, ge=1)
+    encoder: Component = Component(type="timeseries_patch")
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+
+@register_kind("timeseries", config=TimeSeriesConfig)
 class TimeSeriesModality(Modality[TimeSeriesConfig]):
+    def perturbations(self) -> dict[str, Perturbation]:
+        return {"noise": gaussian_noise, "dropout": frame_dropout}
+
     def __init__(self, name: str, config: TimeSeriesConfig) -> None:
         super().__init__(name, config)
         self.truncations = TruncationCount(name, "series", f"{config.max_length} steps")
@@ -158,7 +179,7 @@ class PatchSeriesEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("timeseries_patch")
+@register_encoder("timeseries_patch", kinds=("timeseries",))
 def timeseries_patch(
     dim: int, channels: int, *, patch: int = 16, depth: int = 2, heads: int = 4
 ) -> PatchSeriesEncoder:

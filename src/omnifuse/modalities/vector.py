@@ -8,18 +8,30 @@ projects it to `tokens` tokens, each with a learned position.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from omnifuse.config import VectorConfig
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.modalities.base import Modality, Tokens, load_npy
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.interfaces import Tokens
+from omnifuse.modalities.base import Modality, load_npy
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 
+class VectorConfig(ModalityConfig):
+    """A precomputed embedding per row: a JSON list of `dim` numbers or a .npy file."""
+
+    kind: Literal["vector"] = "vector"
+    column: str | None = None
+    dim: int = Field(ge=1)
+    encoder: Component = Component(type="vector_projection")
+
+
+@register_kind("vector", config=VectorConfig)
 class VectorModality(Modality[VectorConfig]):
     def load_value(self, value: Any, root: Path) -> Tensor:
         where = f"column '{self.column}'"
@@ -64,7 +76,7 @@ class VectorProjection(nn.Module):
         return Tokens(tokens, mask)
 
 
-@register_encoder("vector_projection")
+@register_encoder("vector_projection", kinds=("vector",))
 def vector_projection(dim: int, features: int, *, tokens: int = 1) -> VectorProjection:
     """A layer-normalised vector of `features` numbers as `tokens` tokens."""
     if tokens < 1:

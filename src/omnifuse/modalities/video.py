@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 from torch import Tensor, nn
 
-from omnifuse.config import VideoConfig
-from omnifuse.data.manifest import Manifest
+from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
-from omnifuse.modalities.base import Modality, Tokens
-from omnifuse.registry import create_encoder, register_encoder
+from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import Modality
+from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
+from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -33,7 +36,24 @@ def sample_indices(total: int, frames: int) -> list[int]:
     return [int((i + 0.5) * total / frames) for i in range(frames)]
 
 
+class VideoConfig(ModalityConfig):
+    """A folder of frame images (sorted by name) or a .npy array (T, H, W, C) of uint8 per row;
+    `frames` frames sampled uniformly, each resized to `size` x `size` RGB."""
+
+    kind: Literal["video"] = "video"
+    column: str | None = None
+    frames: int = Field(8, ge=1)
+    size: int = Field(64, ge=8)
+    encoder: Component = Component(type="video_tubelet")
+    mean: list[float] | None = None  # per channel, fitted on the training split
+    std: list[float] | None = None
+
+
+@register_kind("video", config=VideoConfig)
 class VideoModality(Modality[VideoConfig]):
+    def perturbations(self) -> dict[str, Perturbation]:
+        return {"gaussian": gaussian_noise, "occlusion": occlusion}
+
     def read(self, value: Any, root: Path) -> Tensor:
         """The sampled frames as (3, frames, size, size) floats in [0, 1]."""
         path = Path(str(value))
@@ -142,7 +162,7 @@ class TubeletEncoder(nn.Module):
         return Tokens(self.norm(tokens), mask)
 
 
-@register_encoder("video_tubelet")
+@register_encoder("video_tubelet", kinds=("video",))
 def video_tubelet(
     dim: int,
     frames: int,

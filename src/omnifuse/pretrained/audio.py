@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Tokens
 from omnifuse.pretrained.encoder import Backbone, PretrainedEncoder, Train, require
 from omnifuse.pretrained.hf import (
     load_config,
@@ -31,13 +31,6 @@ from omnifuse.pretrained.hf import (
 from omnifuse.registry import register_encoder
 
 WAVEFORM_MODELS = ("wav2vec2", "hubert", "wavlm")
-
-
-def check_waveform(x: Tensor) -> None:
-    if x.ndim != 2:
-        raise ConfigError(
-            "encoder 'audio_hf' takes raw waveforms: set the audio modality's features: waveform"
-        )
 
 
 class Wav2Vec2Backbone(Backbone):
@@ -60,7 +53,6 @@ class Wav2Vec2Backbone(Backbone):
         return transformer_blocks(self.model, "audio_hf")
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
-        check_waveform(x)
         valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]  # (B, samples)
         count = lengths.clamp(min=1)[:, None]
         mean = (x * valid).sum(1, keepdim=True) / count
@@ -87,7 +79,6 @@ class WhisperBackbone(Backbone):
         return transformer_blocks(self.encoder, "audio_hf")
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
-        check_waveform(x)
         waves = [row[:n].cpu().numpy() for row, n in zip(x, lengths.tolist(), strict=True)]
         features = self.extractor(
             waves, sampling_rate=self.extractor.sampling_rate, return_tensors="pt"
@@ -113,7 +104,7 @@ def whisper_backbone(directory: Path, config: Any) -> WhisperBackbone:
     return WhisperBackbone(encoder, extractor)
 
 
-@register_encoder("audio_hf")
+@register_encoder("audio_hf", kinds=("audio",), needs={"features": "waveform"})
 def audio_hf(
     dim: int,
     n_mels: int,

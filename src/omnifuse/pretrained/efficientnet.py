@@ -15,13 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Tokens
 from omnifuse.pretrained.encoder import (
     Backbone,
     PretrainedEncoder,
     Train,
     require,
-    rgb_only,
 )
 from omnifuse.registry import register_encoder
 
@@ -135,7 +134,7 @@ class EfficientNetBackbone(Backbone):
         return Tokens(features, torch.ones(features.shape[:2], dtype=torch.bool, device=x.device))
 
 
-@register_encoder("image_efficientnet_lite0")
+@register_encoder("image_efficientnet_lite0", kinds=("image",), needs={"channels": 3})
 def image_efficientnet_lite0(
     dim: int,
     size: int,
@@ -148,7 +147,6 @@ def image_efficientnet_lite0(
     """ImageNet EfficientNet-Lite0: (size / 32)**2 tokens of its 1280 final features, projected
     to `dim`. Set the image modality's `size: 224` (or a multiple of 32) and `normalize:
     imagenet`. `train`: "none" (frozen), "all", or k to train only the last k of its 17 blocks."""
-    rgb_only("image_efficientnet_lite0", channels)
     if size % 32:
         raise ConfigError(
             f"image_efficientnet_lite0 needs an image size that is a multiple of 32, got {size}"

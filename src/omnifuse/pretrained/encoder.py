@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Tokens
 from omnifuse.pretrained.cache import FeatureCache, content_key
 
 # "none": frozen; "all": fine-tune everything; k: fine-tune the last k blocks only
@@ -52,14 +52,6 @@ def require(module: str, encoder: str, install: str = EXTRA) -> ModuleType:
             f"encoder '{encoder}' needs the 'pretrained' extra ({module} is not installed): "
             f"{install}"
         ) from None
-
-
-def rgb_only(encoder: str, channels: int) -> None:
-    """Pretrained image backbones read RGB: a greyscale image modality is refused."""
-    if channels != 3:
-        raise ConfigError(
-            f"encoder '{encoder}' reads RGB images; set the image modality's channels: 3"
-        )
 
 
 class Backbone(nn.Module, ABC):

@@ -17,7 +17,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Tokens
+from omnifuse.modalities.text import BYTE_VOCAB
 from omnifuse.pretrained.encoder import Backbone, PretrainedEncoder, Train, require
 from omnifuse.pretrained.hf import load_model, model_directory, transformer_blocks
 from omnifuse.registry import register_encoder
@@ -75,10 +76,11 @@ def text_encoder(
     )
 
 
-@register_encoder("text_minilm")
+@register_encoder("text_minilm", kinds=("text",), needs={"tokenizer": "bytes"})
 def text_minilm(
     dim: int,
     max_length: int,
+    vocab_size: int = BYTE_VOCAB,
     *,
     train: Train = "none",
     cache: bool = True,
@@ -101,10 +103,11 @@ def text_minilm(
     )
 
 
-@register_encoder("text_hf")
+@register_encoder("text_hf", kinds=("text",), needs={"tokenizer": "bytes"})
 def text_hf(
     dim: int,
     max_length: int,
+    vocab_size: int = BYTE_VOCAB,
     *,
     path: str,
     train: Train = "none",

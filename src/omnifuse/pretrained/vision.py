@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
-from omnifuse.modalities.base import Tokens
+from omnifuse.interfaces import Tokens
 from omnifuse.modalities.image import IMAGENET_MEAN, IMAGENET_STD
-from omnifuse.pretrained.encoder import Backbone, PretrainedEncoder, Train, rgb_only
+from omnifuse.pretrained.encoder import Backbone, PretrainedEncoder, Train
 from omnifuse.pretrained.hf import (
     load_config,
     load_model,
@@ -64,7 +64,7 @@ class HFImageBackbone(Backbone):
         return Tokens(hidden, torch.ones(hidden.shape[:2], dtype=torch.bool, device=x.device))
 
 
-@register_encoder("image_hf")
+@register_encoder("image_hf", kinds=("image",), needs={"channels": 3})
 def image_hf(
     dim: int,
     size: int,
@@ -77,7 +77,6 @@ def image_hf(
 ) -> PretrainedEncoder:
     """A local Hugging Face directory holding a ViT or a CLIP model (its vision tower is used);
     loaded offline. `train`: "none" (frozen), "all", or the last k transformer layers."""
-    rgb_only("image_hf", channels)
     directory = model_directory(path, "image_hf")
     config = load_config(directory, "image_hf")
     if config.model_type not in MODEL_CLASSES:

@@ -9,15 +9,15 @@ A pair's loss reads only the samples that have both sides; the task's loss is th
 the pairs that have at least two such samples. Under torch.distributed the losses gather the
 embeddings of every rank, with gradients, so each sample meets every rank's negatives.
 
-    task = create_task("alignment", name="align", dim=64, modalities=["audio", "image", "text"],
-                       between=["image", "text", "audio"], loss="siglip")
+    spec = create_task("alignment", "align", between=["image", "text", "audio"], loss="siglip")
+    task = spec.build(dim=64, modalities=["audio", "image", "text"])
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -25,11 +25,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omnifuse.data.batch import Batch
-from omnifuse.errors import ConfigError
-from omnifuse.eval.metrics import retrieval_metrics, retrieval_ranks
-from omnifuse.registry import closest, register_task
-from omnifuse.tasks.base import Task, TaskInput, no_loss
+from omnifuse.errors import ConfigError, OmnifuseError
+from omnifuse.interfaces import Batch
+from omnifuse.metrics import retrieval_metrics, retrieval_ranks
+from omnifuse.registry import register_task
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp: similarities scaled by at most 100
 SIGLIP_TEMPERATURE = 0.1  # SigLIP's t' starts at log(10)
@@ -193,8 +193,8 @@ class Alignment(Task):
         """(B, E) normalised embedding of `modality`'s pooled encoder tokens (B, D)."""
         return F.normalize(self.projections[modality](pooled), dim=-1)
 
-    def forward(self, x: TaskInput) -> Tensor:
-        projected = [self.project(m, x.embeddings[m]) for m in self.between]
+    def forward(self, view: TaskView) -> Tensor:
+        projected = [self.project(m, view.embeddings[m]) for m in self.between]
         return torch.stack(projected, dim=1)  # (B, M, E)
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
@@ -226,37 +226,64 @@ class Alignment(Task):
 
 
 @register_task("alignment")
-def alignment(
-    name: str,
-    dim: int,
-    modalities: Sequence[str],
-    *,
-    between: list[str],
-    loss: Literal["clip", "siglip"] = "clip",
-    embed_dim: int = 64,
-    temperature: float | None = None,
-    weight: float = 1.0,
-) -> Alignment:
+class AlignmentSpec(TaskSpec):
     """Align every pair of the modalities in `between` (two or more), each embedded from its
     own tokens alone, with `loss` clip (InfoNCE) or siglip (sigmoid). `temperature` sets the
     initial learnable temperature (default 0.07 for clip, 0.1 for siglip)."""
-    where = f"model.tasks.{name}.between"
-    for modality in between:
-        if modality not in modalities:
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        between: list[str],
+        loss: Literal["clip", "siglip"] = "clip",
+        embed_dim: int = 64,
+        temperature: float | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(name, weight=weight)
+        if len(between) < 2 or len(set(between)) != len(between):
             raise ConfigError(
-                f"{where}: unknown modality '{modality}'{closest(modality, modalities)}; "
-                f"the config defines {', '.join(sorted(modalities))}"
+                f"model.tasks.{name}.between: name two or more different modalities, got {between}"
             )
-    if len(between) < 2 or len(set(between)) != len(between):
-        raise ConfigError(f"{where}: name two or more different modalities, got {between}")
-    if temperature is not None and temperature <= 0:
-        raise ConfigError(f"model.tasks.{name}.temperature: must be positive, got {temperature}")
-    return Alignment(
-        name=name,
-        dim=dim,
-        between=list(between),
-        embed_dim=embed_dim,
-        loss=loss,
-        temperature=temperature,
-        weight=weight,
-    )
+        if temperature is not None and temperature <= 0:
+            raise ConfigError(
+                f"model.tasks.{name}.temperature: must be positive, got {temperature}"
+            )
+        self.between, self.loss, self.embed_dim = list(between), loss, embed_dim
+        self.temperature = temperature
+
+    def reads(self) -> dict[str, list[str]]:
+        return {"between": self.between}
+
+    def build(self, *, dim: int, modalities: Sequence[str]) -> Alignment:
+        return Alignment(
+            name=self.name,
+            dim=dim,
+            between=self.between,
+            embed_dim=self.embed_dim,
+            loss=self.loss,
+            temperature=self.temperature,
+            weight=self.weight,
+        )
+
+
+def aligned_task(
+    tasks: Mapping[str, Task],
+    name: str | None = None,
+    *,
+    where: Callable[[Alignment], bool] = lambda task: True,
+    what: str = "alignment task",
+) -> Alignment:
+    """The alignment task among `tasks` that satisfies `where` (`what` in messages): the only
+    one, or the one called `name`."""
+    aligned = {n: t for n, t in tasks.items() if isinstance(t, Alignment) and where(t)}
+    if not aligned:
+        raise OmnifuseError(f"the model has no {what}")
+    if name is None:
+        if len(aligned) > 1:
+            raise OmnifuseError(f"the model has several {what}s; pick one of {sorted(aligned)}")
+        name = next(iter(aligned))
+    if name not in aligned:
+        raise OmnifuseError(f"no {what} '{name}'; the model has {sorted(aligned)}")
+    return aligned[name]

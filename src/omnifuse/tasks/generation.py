@@ -28,23 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnifuse.data.batch import Batch
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.eval.metrics import text_metrics
-from omnifuse.fusion.base import Fused
 from omnifuse.heads.text_decoder import (
     PAD,
+    NextLogits,
     Special,
     TextDecoder,
     beam_search,
     greedy,
     sample,
 )
+from omnifuse.interfaces import Batch, Fused
+from omnifuse.manifest import Manifest
+from omnifuse.metrics import text_metrics
 from omnifuse.modalities.base import is_missing
 from omnifuse.modalities.text import BYTE_VOCAB, bpe_tokenizer, bpe_vocab, train_bpe
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import NextLogits, Task, TaskInput, no_loss
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
 
 Decoding = Literal["greedy", "beam", "sample"]
 logger = logging.getLogger(__name__)
@@ -86,18 +86,12 @@ class Codec:
 
 
 class Generation(Task):
-    target: str
-    generates = True
-
     def __init__(
         self,
         *,
         name: str,
         dim: int,
-        target: str,
-        tokenizer: Literal["bytes", "bpe"],
-        vocab_size: int,
-        merges: list[tuple[str, str]] | None,
+        codec: Codec,
         max_length: int,
         depth: int,
         heads: int,
@@ -107,6 +101,92 @@ class Generation(Task):
         weight: float,
     ) -> None:
         super().__init__(name=name, weight=weight)
+        self.codec, self.max_length = codec, max_length
+        self.decoding, self.beam_size, self.temperature = decoding, beam_size, temperature
+        self.decoder = TextDecoder(
+            dim=dim, vocab_size=codec.size, max_length=max_length, depth=depth, heads=heads
+        )
+
+    def describe(self, prediction: Tensor) -> str:
+        """The generated text."""
+        return self.codec.decode(prediction.tolist())
+
+    def forward(self, view: TaskView) -> Tensor:
+        """In training, teacher-forced next-token logits (B, T, V) for the batch's targets
+        (B, T); in evaluation, the generated ids (B, max_length)."""
+        if not self.training:
+
+            def next_logits(prefix: Tensor, rows: Tensor) -> Tensor:
+                # each step's logits averaged over a late fusion's parts, like every other
+                # prediction, so the searches know nothing of fusion
+                fused = view.fused.select(rows)
+                return fused.combine(lambda part: {"": self.step(part, prefix)})[""]
+
+            return self.generate(next_logits, len(view.batch))
+        targets = view.batch.targets[self.name].to(view.fused.tokens.device)
+        start = torch.full_like(targets[:, :1], self.codec.special.bos)
+        prefix = torch.cat([start, targets[:, :-1]], 1)
+        return view.combine(lambda part: self.decoder(prefix, part))
+
+    def step(self, fused: Fused, prefix: Tensor) -> Tensor:
+        """Next-token logits (B, V) after `prefix` (B, T), reading `fused` (B samples)."""
+        return self.decoder(prefix.to(fused.tokens.device), fused)[:, -1]
+
+    def generate(self, next_logits: NextLogits, size: int) -> Tensor:
+        """The generated ids (size, max_length) of `size` samples, by the configured search
+        over `next_logits(prefix, rows)`."""
+        special, length = self.codec.special, self.max_length
+        if self.decoding == "beam":
+            return beam_search(next_logits, size, special, length, self.beam_size)
+        if self.decoding == "sample":
+            return sample(next_logits, size, special, length, self.temperature)
+        return greedy(next_logits, size, special, length)
+
+    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        """Cross-entropy over the tokens (end included, padding not) of labelled samples."""
+        targets = batch.targets[self.name].to(prediction.device)
+        keep = self.labelled(batch).to(prediction.device)[:, None] & (targets != PAD)
+        if not keep.any():
+            return no_loss(prediction)
+        return F.cross_entropy(prediction[keep], targets[keep])
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
+        """BLEU-4 (sacrebleu, corpus level), ROUGE-L F1 (mean) and exact match, all in [0, 1]."""
+        generated = [self.codec.decode(ids) for ids in prediction.tolist()]
+        references = [self.codec.decode(ids) for ids in target.tolist()]
+        return text_metrics(generated, references)
+
+
+@register_task("generation")
+class GenerationSpec(TaskSpec):
+    """Generate the text of column `target` (a caption, an answer) from the fused tokens.
+
+    `tokenizer`: UTF-8 `bytes` or a byte-level `bpe` of at most `vocab_size` ids whose
+    `merges` are fitted on the training split. Targets are cut to `max_length` tokens, the
+    end token included; generation stops there. The decoder has `depth` blocks of `heads`
+    heads. `decoding`: `greedy`, `beam` (`beam_size` beams, length-normalised) or `sample`
+    (softmax at `temperature`, from torch's global RNG). `weight` scales the loss.
+    """
+
+    target: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        target: str,
+        tokenizer: Literal["bytes", "bpe"] = "bytes",
+        vocab_size: int = 1024,
+        merges: list[tuple[str, str]] | None = None,
+        max_length: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        decoding: Decoding = "greedy",
+        beam_size: int = 4,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+    ) -> None:
+        super().__init__(name, weight=weight)
         where = f"model.tasks.{name}"
         for option, value, least in (
             ("max_length", max_length, 1),
@@ -118,18 +198,11 @@ class Generation(Task):
                 raise ConfigError(f"{where}.{option}: must be at least {least}, got {value}")
         if not temperature > 0:
             raise ConfigError(f"{where}.temperature: must be positive, got {temperature}")
-        self.target = target
-        self.tokenizer = tokenizer
-        self.vocab_size = vocab_size
-        self.max_length = max_length
-        self.decoding = decoding
-        self.beam_size = beam_size
-        self.temperature = temperature
+        self.target, self.tokenizer, self.vocab_size = target, tokenizer, vocab_size
+        self.max_length, self.depth, self.heads = max_length, depth, heads
+        self.decoding, self.beam_size, self.temperature = decoding, beam_size, temperature
         # before `fit`, a BPE task has no merges yet: it is built with the 256 byte symbols
         self.codec = Codec(None if tokenizer == "bytes" else merges or [])
-        self.decoder = TextDecoder(
-            dim=dim, vocab_size=self.codec.size, max_length=max_length, depth=depth, heads=heads
-        )
 
     def texts(self, manifest: Manifest, rows: Sequence[int]) -> list[str]:
         texts = []
@@ -177,80 +250,16 @@ class Generation(Task):
     def target_template(self) -> Tensor:
         return torch.zeros(1, dtype=torch.long)
 
-    def describe(self, prediction: Tensor) -> str:
-        """The generated text."""
-        return self.codec.decode(prediction.tolist())
-
-    def forward(self, x: TaskInput) -> Tensor:
-        """Teacher-forced next-token logits (B, T, V) for the batch's targets (B, T)."""
-        targets = x.batch.targets[self.name].to(x.fused.tokens.device)
-        start = torch.full_like(targets[:, :1], self.codec.special.bos)
-        return self.decoder(torch.cat([start, targets[:, :-1]], 1), x.fused)
-
-    def step(self, fused: Fused, prefix: Tensor) -> Tensor:
-        return self.decoder(prefix.to(fused.tokens.device), fused)[:, -1]
-
-    def generate(self, next_logits: NextLogits, size: int) -> Tensor:
-        special, length = self.codec.special, self.max_length
-        if self.decoding == "beam":
-            return beam_search(next_logits, size, special, length, self.beam_size)
-        if self.decoding == "sample":
-            return sample(next_logits, size, special, length, self.temperature)
-        return greedy(next_logits, size, special, length)
-
-    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
-        """Cross-entropy over the tokens (end included, padding not) of labelled samples."""
-        targets = batch.targets[self.name].to(prediction.device)
-        keep = self.labelled(batch).to(prediction.device)[:, None] & (targets != PAD)
-        if not keep.any():
-            return no_loss(prediction)
-        return F.cross_entropy(prediction[keep], targets[keep])
-
-    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
-        """BLEU-4 (sacrebleu, corpus level), ROUGE-L F1 (mean) and exact match, all in [0, 1]."""
-        generated = [self.codec.decode(ids) for ids in prediction.tolist()]
-        references = [self.codec.decode(ids) for ids in target.tolist()]
-        return text_metrics(generated, references)
-
-
-@register_task("generation")
-def generation(
-    name: str,
-    dim: int,
-    modalities: Sequence[str],
-    *,
-    target: str,
-    tokenizer: Literal["bytes", "bpe"] = "bytes",
-    vocab_size: int = 1024,
-    merges: list[tuple[str, str]] | None = None,
-    max_length: int = 64,
-    depth: int = 2,
-    heads: int = 4,
-    decoding: Decoding = "greedy",
-    beam_size: int = 4,
-    temperature: float = 1.0,
-    weight: float = 1.0,
-) -> Generation:
-    """Generate the text of column `target` (a caption, an answer) from the fused tokens.
-
-    `tokenizer`: UTF-8 `bytes` or a byte-level `bpe` of at most `vocab_size` ids whose
-    `merges` are fitted on the training split. Targets are cut to `max_length` tokens, the
-    end token included; generation stops there. The decoder has `depth` blocks of `heads`
-    heads. `decoding`: `greedy`, `beam` (`beam_size` beams, length-normalised) or `sample`
-    (softmax at `temperature`, from torch's global RNG). `weight` scales the loss.
-    """
-    return Generation(
-        name=name,
-        dim=dim,
-        target=target,
-        tokenizer=tokenizer,
-        vocab_size=vocab_size,
-        merges=merges,
-        max_length=max_length,
-        depth=depth,
-        heads=heads,
-        decoding=decoding,
-        beam_size=beam_size,
-        temperature=temperature,
-        weight=weight,
-    )
+    def build(self, *, dim: int, modalities: Sequence[str]) -> Generation:
+        return Generation(
+            name=self.name,
+            dim=dim,
+            codec=self.codec,
+            max_length=self.max_length,
+            depth=self.depth,
+            heads=self.heads,
+            decoding=self.decoding,
+            beam_size=self.beam_size,
+            temperature=self.temperature,
+            weight=self.weight,
+        )

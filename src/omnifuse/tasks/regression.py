@@ -10,34 +10,60 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnifuse.data.batch import Batch
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError
 from omnifuse.heads.query import QueryHead
+from omnifuse.interfaces import Batch
+from omnifuse.manifest import Manifest
 from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, TaskInput, no_loss
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
 
 
 class Regression(Task):
-    target: str
     head: QueryHead
+
+    def __init__(self, *, name: str, dim: int, mean: float, std: float, weight: float) -> None:
+        super().__init__(name=name, weight=weight)
+        self.mean, self.std = mean, std
+        self.head = QueryHead(dim=dim, out=1)
+
+    def describe(self, prediction: Tensor) -> float:
+        return round(float(prediction), 6)
+
+    def forward(self, view: TaskView) -> Tensor:
+        return self.decoded(view)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
+
+    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
+        keep = self.labelled(batch)
+        if not keep.any():
+            return no_loss(prediction)
+        error = (prediction[keep] - batch.targets[self.name][keep]) / self.std
+        return F.mse_loss(error, torch.zeros_like(error))
+
+    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
+        error = prediction - target
+        return {"mse": error.pow(2).mean().item(), "mae": error.abs().mean().item()}
+
+
+@register_task("regression")
+class RegressionSpec(TaskSpec):
+    """A number per sample from column `target`; `mean` and `std` are fitted when not given."""
+
+    target: str
 
     def __init__(
         self,
-        *,
         name: str,
-        dim: int,
+        *,
         target: str,
-        mean: float | None,
-        std: float | None,
-        weight: float,
+        mean: float | None = None,
+        std: float | None = None,
+        weight: float = 1.0,
     ) -> None:
-        super().__init__(name=name, weight=weight)
+        super().__init__(name, weight=weight)
         self.target = target
         self.mean = 0.0 if mean is None else mean
         self.std = 1.0 if std is None else std
-        self.head = QueryHead(dim=dim, out=1)
 
     def value(self, row: Mapping[str, Any]) -> float | None:
         value = row.get(self.target)
@@ -58,39 +84,9 @@ class Regression(Task):
             raise DataError(f"column '{self.target}': fewer than 2 values in the training split")
         return {"mean": values.mean().item(), "std": max(values.std().item(), 1e-6)}
 
-    def describe(self, prediction: Tensor) -> float:
-        return round(float(prediction), 6)
-
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
         value = self.value(row)
         return None if value is None else torch.tensor(value, dtype=torch.float32)
 
-    def forward(self, x: TaskInput) -> Tensor:
-        assert x.decoded is not None
-        return self.head(x.decoded)[:, 0, 0] * self.std + self.mean  # (B,) in the target's units
-
-    def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
-        keep = self.labelled(batch)
-        if not keep.any():
-            return no_loss(prediction)
-        error = (prediction[keep] - batch.targets[self.name][keep]) / self.std
-        return F.mse_loss(error, torch.zeros_like(error))
-
-    def metrics(self, prediction: Tensor, target: Tensor) -> dict[str, float]:
-        error = prediction - target
-        return {"mse": error.pow(2).mean().item(), "mae": error.abs().mean().item()}
-
-
-@register_task("regression")
-def regression(
-    name: str,
-    dim: int,
-    modalities: Sequence[str],
-    *,
-    target: str,
-    mean: float | None = None,
-    std: float | None = None,
-    weight: float = 1.0,
-) -> Regression:
-    """A number per sample from column `target`; `mean` and `std` are fitted when not given."""
-    return Regression(name=name, dim=dim, target=target, mean=mean, std=std, weight=weight)
+    def build(self, *, dim: int, modalities: Sequence[str]) -> Regression:
+        return Regression(name=self.name, dim=dim, mean=self.mean, std=self.std, weight=self.weight)

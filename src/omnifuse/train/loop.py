@@ -18,8 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 from omnifuse.config import TrainConfig
-from omnifuse.data.batch import Collate, Sample
 from omnifuse.errors import OmnifuseError
+from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
 from omnifuse.train.checkpoint import load_checkpoint, save_checkpoint
 from omnifuse.train.log import RunLog
@@ -101,12 +101,7 @@ def fit(
     )
     history, step = History(), 0
     if resume:
-        if checkpoints is None:
-            raise OmnifuseError("resuming needs a checkpoint folder")
-        step, saved = load_checkpoint(
-            checkpoints, model=model, optimizer=optimizer, schedule=schedule
-        )
-        history = History(**saved)
+        step, history = _resume(checkpoints, model=model, optimizer=optimizer, schedule=schedule)
 
     def save() -> None:
         if checkpoints is not None:
@@ -129,17 +124,7 @@ def fit(
                 [train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
             )
             losses = model.training_forward(batch)
-            if not torch.isfinite(losses["loss"]):
-                raise OmnifuseError(
-                    f"training diverged at epoch {epoch + 1}, step {step + 1}: "
-                    f"loss is {losses['loss'].item()}; try a lower train.lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            schedule.step()
-            model.after_step()
+            _update(model, losses, optimizer, schedule, config, epoch=epoch, step=step)
             step += 1
             record = {k: v.item() for k, v in losses.items()}
             lr = float(schedule.get_last_lr()[0])
@@ -161,3 +146,44 @@ def fit(
     if log is not None:
         log.close()
     return history
+
+
+def _resume(
+    checkpoints: Path | None,
+    *,
+    model: OmnifuseModel,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, History]:
+    """The step and history saved in `checkpoints`; the model, optimizer, schedule and random
+    generators are restored from it in place."""
+    if checkpoints is None:
+        raise OmnifuseError("resuming needs a checkpoint folder")
+    step, saved = load_checkpoint(checkpoints, model=model, optimizer=optimizer, schedule=schedule)
+    return step, History(**saved)
+
+
+def _update(
+    model: OmnifuseModel,
+    losses: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    *,
+    epoch: int,
+    step: int,
+) -> None:
+    """One optimisation step from a batch's losses: backward, clipping, AdamW, the schedule
+    and the model's own after-step work. A non-finite loss stops training before it reaches
+    the weights; `epoch` and `step` (both from 0) say where."""
+    if not torch.isfinite(losses["loss"]):
+        raise OmnifuseError(
+            f"training diverged at epoch {epoch + 1}, step {step + 1}: "
+            f"loss is {losses['loss'].item()}; try a lower train.lr"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    schedule.step()
+    model.after_step()

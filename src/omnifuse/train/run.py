@@ -16,21 +16,18 @@ from typing import Any
 import torch
 
 from omnifuse.config import RunConfig
-from omnifuse.data.batch import Collate, Sample
 from omnifuse.data.dataset import (
     BadRow,
     BadRowsError,
+    Readers,
     fit_config,
     load_samples,
-    make_collate,
     read_splits,
     reuse_fitted,
     subsample,
 )
-from omnifuse.data.manifest import Manifest
 from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate, predict
-from omnifuse.eval.metrics import confusion_matrix
 from omnifuse.eval.plots import plot_confusion, plot_training
 from omnifuse.eval.report import (
     generation_examples,
@@ -38,6 +35,9 @@ from omnifuse.eval.report import (
     plot_retrieval_examples,
     write_report,
 )
+from omnifuse.interfaces import Collate, Sample
+from omnifuse.manifest import Manifest
+from omnifuse.metrics import confusion_matrix
 from omnifuse.model import CONFIG_FILE, OmnifuseModel, saved_config
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
@@ -89,16 +89,11 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     config = fit_config(config, manifest, indices["train"])
     # statistics and class lists come from the whole training split; training uses the fraction
     indices["train"] = subsample(indices["train"], config.data.train_fraction, config.train.seed)
-    model = OmnifuseModel.build(config)  # its modalities and tasks know how to load a row
+    readers = Readers.of(config)
     splits, bad = {}, []
     for name, rows in indices.items():
         splits[name], rejected = load_samples(
-            manifest,
-            rows,
-            model.modalities,
-            model.task_dict(),
-            progress=progress,
-            desc=f"loading {name}",
+            manifest, rows, readers, progress=progress, desc=f"loading {name}"
         )
         bad += rejected
     bad.sort(key=lambda row: row.index)
@@ -113,14 +108,14 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
             raise DataError(f"modality '{name}' is absent from every training sample")
     if not splits["test"] and not splits["val"]:
         raise DataError(f"{manifest.path.name}: no rows in the val or test split to evaluate on")
-    notes = {name: note for name, m in model.modalities.items() if (note := m.notes())}
+    notes = {name: note for name, m in readers.modalities.items() if (note := m.notes())}
     for note in notes.values():
         if "message" in note:
             logger.warning(note["message"])
     return Prepared(
         config=config,
         splits=splits,
-        collate=make_collate(model.modalities, model.task_dict()),
+        collate=readers.collate(),
         manifest=manifest,
         rows=indices,
         notes=notes,
@@ -144,7 +139,7 @@ def train(
     config = prepared.config
     splits = prepared.splits
     if modalities is not None:
-        config = config.without_modalities(list(modalities))
+        config = config.without_modalities(modalities)
         splits = {name: [s.only(modalities) for s in samples] for name, samples in splits.items()}
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -186,7 +181,7 @@ def write_figures(trained: Trained, prepared: Prepared, out: Path) -> list[str]:
     image-text alignment task; returns the file names written."""
     split = prepared.evaluation
     samples = prepared.splits[split]
-    plot_training(trained.history, out / "training_curves.png")
+    plot_training(trained.history.steps, trained.history.epochs, out / "training_curves.png")
     figures = ["training_curves.png"]
     predictions = predict(trained.model, samples, prepared.collate)
     for name, task in trained.model.task_dict().items():
