@@ -15,8 +15,7 @@ import time
 
 import torch
 
-from omnifuse.cli import resolve_config
-from omnifuse.config import parse_config
+from omnifuse.config import load_config, parse_config
 from omnifuse.eval.evaluate import predict
 from omnifuse.model import OmnifuseModel
 from omnifuse.train.loop import epoch_order
@@ -31,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = resolve_config("preset:world-demo").model_dump(mode="json")
+    data = load_config("preset:world-demo").model_dump(mode="json")
     data["data"]["dataset"]["n"] = args.n
     start = time.perf_counter()
     prepared = prepare(parse_config(data), progress=False)

@@ -29,8 +29,7 @@ from typing import Any
 
 import torch
 
-from omnifuse.cli import resolve_config
-from omnifuse.config import parse_config
+from omnifuse.config import load_config, parse_config
 from omnifuse.fusion.base import count_parameters
 from omnifuse.train.run import Prepared, prepare, train
 
@@ -99,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = resolve_config("preset:world-demo").model_dump(mode="json")
+    data = load_config("preset:world-demo").model_dump(mode="json")
     data["data"]["dataset"].update(n=args.n, seed=args.seed)
     data["train"].update(epochs=args.epochs, seed=args.seed, threads=args.threads)
     if not args.no_aux:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from omnifuse.cli import resolve_config
+from omnifuse.config import load_config
 from omnifuse.data.world import COLOURS, SHAPES, SIZES
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.fusion.base import count_parameters
@@ -191,7 +191,7 @@ def main() -> None:
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
         start = time.perf_counter()
-        prepared = prepare(resolve_config(str(CONFIGS[name]), overrides), progress=False)
+        prepared = prepare(load_config(str(CONFIGS[name]), overrides), progress=False)
         row = (caption if name == "caption" else vqa)(prepared)
         row["splits"] = {s: len(v) for s, v in prepared.splits.items()}
         row["evaluated_on"] = prepared.evaluation

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from omnifuse.cli import cli, list_presets, resolve_config
+from omnifuse.cli import cli
+from omnifuse.config import list_presets, load_config
 from tests.conftest import tiny_config
 
 
@@ -107,7 +108,7 @@ def test_unknown_preset(tmp_path: Path):
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_is_a_valid_config(name: str):
-    config = resolve_config(f"preset:{name}")
+    config = load_config(f"preset:{name}")
     assert config.data.dataset is not None
     if name == "avmnist":
         assert config.data.dataset.type == "avmnist"

@@ -7,37 +7,13 @@ Every error the project raises prints as one line on stderr with a non-zero exit
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from omnifuse.config import RunConfig, apply_overrides, parse_config, read_config_file
-from omnifuse.errors import ConfigError, OmnifuseError
-
-PRESET_PREFIX = "preset:"
-
-
-def list_presets() -> list[str]:
-    files = resources.files("omnifuse") / "presets"
-    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
-
-
-def resolve_config(source: str, overrides: Sequence[str] = ()) -> RunConfig:
-    """A config file path, or `preset:NAME` for one shipped with the package, with
-    `key.path=value` overrides applied before validation."""
-    if source.startswith(PRESET_PREFIX):
-        name = source.removeprefix(PRESET_PREFIX)
-        if name not in list_presets():
-            raise ConfigError(f"unknown preset '{name}'; known: {', '.join(list_presets())}")
-        path = resources.files("omnifuse") / "presets" / f"{name}.yaml"
-        data = yaml.safe_load(path.read_text())
-    else:
-        data = read_config_file(source)
-    return parse_config(apply_overrides(data, overrides), source)
+from omnifuse.config import load_config
+from omnifuse.errors import OmnifuseError
 
 
 def print_metrics(metrics: dict[str, Any]) -> None:
@@ -99,13 +75,10 @@ def demo(out: Path, n: int, epochs: int | None, seed: int, no_baselines: bool) -
     """
     from omnifuse.train.run import run
 
-    config = resolve_config(f"{PRESET_PREFIX}world-demo")
-    data = config.model_dump(mode="json")
-    data["data"]["dataset"].update(n=n, seed=seed)
-    data["train"]["seed"] = seed
-    if epochs is not None:
-        data["train"]["epochs"] = epochs
-    metrics = run(parse_config(data, "demo"), out, baselines=not no_baselines, checkpoints=False)
+    overrides = [f"data.dataset.n={n}", f"data.dataset.seed={seed}", f"train.seed={seed}"]
+    overrides += [f"train.epochs={epochs}"] if epochs is not None else []
+    config = load_config("preset:world-demo", overrides)
+    metrics = run(config, out, baselines=not no_baselines, checkpoints=False)
     print_metrics(metrics)
     click.echo(f"wrote {out}/metrics.json, plots and the model (config.json, model.safetensors)")
 
@@ -141,7 +114,7 @@ def train(
     from omnifuse.train.run import run
 
     metrics = run(
-        resolve_config(config, overrides),
+        load_config(config, overrides),
         out,
         baselines=baselines,
         resume=resume,
@@ -497,7 +470,7 @@ def data_validate(manifest: Path, config_source: str | None, as_json: bool) -> N
     """
     from omnifuse.data.validate import validate_manifest
 
-    config = resolve_config(config_source) if config_source else None
+    config = load_config(config_source) if config_source else None
     checked, bad = validate_manifest(manifest, config, progress=not as_json)
     if as_json:
         rows = [{"row": r.index + 1, "where": r.where, "problem": r.problem} for r in bad]
@@ -509,6 +482,34 @@ def data_validate(manifest: Path, config_source: str | None, as_json: bool) -> N
         click.echo(f"{manifest}: {summary}")
     if bad:
         raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+def plugins(as_json: bool) -> None:
+    """List the installed plugins (the `omnifuse.plugins` entry-point group) and every
+    registered component: modality kinds, encoders, fusions, tasks and datasets, with the
+    plugin that added each (or omnifuse for the built-ins).
+
+    Example: omnifuse plugins --json
+    """
+    from omnifuse.registry import REGISTRIES, load_plugins
+
+    installed = load_plugins()
+    registered = {
+        registry.kind: {name: registry.origin(name) for name in registry.names()}
+        for registry in REGISTRIES
+    }
+    if as_json:
+        click.echo(json.dumps({"plugins": installed, "registered": registered}))
+        return
+    click.echo(f"plugins: {len(installed)}")
+    for name, where in installed.items():
+        click.echo(f"  {name}: {where}")
+    for kind, components in registered.items():
+        click.echo(f"{kind}s:")
+        for name, origin in components.items():
+            click.echo(f"  {name}" + ("" if origin == "omnifuse" else f"  ({origin})"))
 
 
 def main() -> None:

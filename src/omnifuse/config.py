@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -366,9 +367,28 @@ def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
     return data
 
 
-def read_config_file(path: str | Path) -> Any:
-    """The parsed content of a YAML or JSON config file."""
-    path = Path(path)
+PRESET_PREFIX = "preset:"
+
+
+def list_presets() -> list[str]:
+    """The configs shipped with the package, each usable as `preset:NAME`."""
+    files = resources.files("omnifuse") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_config_file(source: str | Path) -> Any:
+    """The parsed content of a YAML or JSON config file, or of `preset:NAME`."""
+    if str(source).startswith(PRESET_PREFIX):
+        name = str(source).removeprefix(PRESET_PREFIX)
+        if name not in list_presets():
+            raise ConfigError(
+                f"unknown preset '{name}'{closest(name, list_presets())}; "
+                f"known: {', '.join(list_presets())}"
+            )
+        return yaml.safe_load(
+            (resources.files("omnifuse") / "presets" / f"{name}.yaml").read_text()
+        )
+    path = Path(source)
     try:
         text = path.read_text()
     except OSError as error:
@@ -385,6 +405,7 @@ def read_config_file(path: str | Path) -> Any:
     return data
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config from a YAML or JSON file."""
-    return parse_config(read_config_file(path), str(path))
+def load_config(source: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read and validate a run config from a YAML or JSON file or `preset:NAME`, with
+    `key.path=value` overrides applied before validation."""
+    return parse_config(apply_overrides(read_config_file(source), overrides), str(source))

@@ -182,6 +182,11 @@ class OmnifuseModel(nn.Module):
         weights_path = Path(directory) / WEIGHTS_FILE
         model = cls.build(saved_config(directory))
         missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
+        if any(key.startswith("teachers.") for key in unexpected):
+            raise OmnifuseError(
+                f"{weights_path}: saved by omnifuse 0.1, which kept EMA teachers outside their "
+                "tasks; retrain this model with omnifuse 0.2 or later"
+            )
         if missing or unexpected:
             raise OmnifuseError(
                 f"{weights_path}: weights do not match the config "

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from omnifuse.config import parse_config
-from omnifuse.errors import ConfigError
+from omnifuse.errors import ConfigError, OmnifuseError
 from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import create_task
@@ -137,6 +138,21 @@ def test_uncertainty_weighting_by_hand(world: Path):
     # the log-variances learn: they get gradients
     losses["loss"].backward()
     assert model.log_variances["score"].grad is not None
+
+
+def test_a_model_saved_with_the_old_teacher_layout_says_to_retrain(
+    prepared: Prepared, tmp_path: Path
+):
+    model = OmnifuseModel.build(prepared.config)
+    model.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    # omnifuse 0.1 kept the EMA teacher of a modality under `teachers.<modality>.`
+    old = {
+        k.replace("tasks.impute_audio.teacher.", "teachers.audio."): v for k, v in weights.items()
+    }
+    save_file(old, str(tmp_path / "model.safetensors"))
+    with pytest.raises(OmnifuseError, match=r"saved by omnifuse 0\.1.*retrain this model"):
+        OmnifuseModel.from_pretrained(tmp_path)
 
 
 def test_config_errors_name_the_field():

@@ -19,16 +19,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from omnifuse.bench.cost import PeakMemory, matmul_peak, step_cost
-from omnifuse.config import RunConfig, apply_overrides, parse_config
+from omnifuse.config import RunConfig, apply_overrides, parse_config, read_config_file
 from omnifuse.errors import ConfigError
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.eval.robustness import (
@@ -88,13 +86,7 @@ def bench_config(dataset: str, overrides: Sequence[str] = ()) -> RunConfig:
             f"bench: unknown dataset '{dataset}'{closest(dataset, DATASETS)}; "
             f"known: {', '.join(DATASETS)}"
         )
-    preset = resources.files("omnifuse") / "presets" / f"{DATASETS[dataset]}.yaml"
-    if not preset.is_file():
-        raise ConfigError(
-            f"bench: dataset '{dataset}' needs preset:{DATASETS[dataset]}, "
-            "which this installation does not have"
-        )
-    data = yaml.safe_load(preset.read_text())
+    data = read_config_file(f"preset:{DATASETS[dataset]}")
     if dataset == "world":
         data["model"]["tasks"] = {"scene": {"type": "classification", "target": "scene_class"}}
     return parse_config(apply_overrides(data, overrides), f"bench {dataset}")
