@@ -73,7 +73,7 @@ def rate(step: Callable[[], None], batch: int, seconds: float) -> float:
 
 
 def measure(name: str, args: argparse.Namespace) -> dict[str, float | int | str]:
-    kind = name.split("_")[0]
+    (kind,) = ENCODERS.info(name)["kinds"]
     config, x, lengths = synthetic(kind, args.batch)
     config = type(config).model_validate({**config.model_dump(), "encoder": {"type": name}})
     encoder: nn.Module = create_modality(kind, config).build_encoder(args.dim)  # type: ignore[arg-type]

@@ -159,7 +159,7 @@ def test_plugins_load_once(monkeypatch: pytest.MonkeyPatch):
     calls = []
     monkeypatch.setattr(registry, "_plugins", None)
     monkeypatch.setattr(
-        registry.importlib.metadata, "entry_points", lambda group: calls.append(1) or []
+        registry.importlib.metadata, "entry_points", lambda group: calls.append(group) or []
     )
     registry.load_plugins()
     registry.list_fusions()

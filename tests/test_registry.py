@@ -65,3 +65,26 @@ def test_validate_checks_option_names_and_types():
     # injected (positional) parameters are not options
     with pytest.raises(ConfigError, match=r"w\.size: unknown option"):
         registry.validate("square", {"size": 3}, "w")
+
+
+def test_the_module_example_runs_as_written():
+    import doctest
+
+    import omnifuse.registry
+
+    result = doctest.testmod(omnifuse.registry)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_classes_register_with_their_constructor_options():
+    registry = Registry("widget")
+
+    @registry.register("box", kinds=("a",))
+    class Box:
+        def __init__(self, name: str, *, side: int = 1) -> None:
+            self.name, self.side = name, side
+
+    assert registry.validate("box", {"side": "3"}, "w") == {"side": 3}
+    assert registry.info("box") == {"version": 1, "kinds": ("a",)}
+    assert registry.origin("box") == "omnifuse"
+    assert registry.create("box", "b", side=2).side == 2

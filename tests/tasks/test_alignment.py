@@ -341,7 +341,7 @@ def test_task_metrics_cover_every_direction_and_skip_absent_sides():
         ({"between": ["a", "b"], "temperature": 0.0}, "temperature: must be positive"),
     ],
 )
-def test_builder_errors(options: dict, message: str):
+def test_option_and_modality_errors_name_the_field(options: dict, message: str):
     with pytest.raises(ConfigError, match=re.escape(message)):
         spec = create_task("alignment", "align", **options)
         problem = spec.unmet(["a", "b", "c"])

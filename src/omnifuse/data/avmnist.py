@@ -33,9 +33,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.registry import DATASETS
+from omnifuse.registry import register_dataset
 
-VERSION = DATASETS.version("avmnist")  # in meta.json and the cache key
+VERSION = 2  # in meta.json and the cache key: bump when the same options build another set
 SAMPLE_RATE = 8000  # FSDD's rate; recordings are never resampled
 SPECTROGRAM_SIZE = 112  # frequency bins x frames, as MFAS and MultiBench
 N_FFT = 2 * (SPECTROGRAM_SIZE - 1)  # 222: n_fft // 2 + 1 = 112 bins from 0 to 4 kHz
@@ -314,8 +314,10 @@ def pair_recording(
 # --- the dataset ----------------------------------------------------------------------------
 
 
+@register_dataset("avmnist", version=VERSION)
 def build_avmnist(
     out: Path | str,
+    progress: bool = False,
     *,
     mnist: Path | str,
     fsdd: Path | str,
@@ -325,7 +327,6 @@ def build_avmnist(
     train_size: int | None = None,
     val_size: int | None = None,
     test_size: int | None = None,
-    progress: bool = False,
 ) -> Path:
     """Write AV-MNIST under `out` and return its manifest (out / "manifest.parquet").
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.registry import DATASETS
+from omnifuse.registry import register_dataset
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -42,7 +42,7 @@ SCENE_CLASS_NAMES = tuple(
     for venue in VENUES
 )
 SYNERGY_CLASS_NAMES = ("pattern equals hum", "pattern differs from hum")
-VERSION = DATASETS.version("world")  # in meta.json and the cache key
+VERSION = 2  # in meta.json and the cache key: bump when the same options build another world
 
 _RADIUS = {"small": (5.0, 7.0), "large": (10.0, 12.5)}
 _RGB = {
@@ -125,10 +125,12 @@ class Scene:
         return self.pattern ^ self.hum
 
 
+@register_dataset("world", version=VERSION)
 def generate_world(
-    out: Path | str, *, n: int, seed: int = 0, missing: float = 0.05, progress: bool = False
+    out: Path | str, progress: bool = False, *, n: int, seed: int = 0, missing: float = 0.05
 ) -> Path:
-    """Write n samples under `out`; return the manifest path (out / "manifest.parquet")."""
+    """The generated multimodal world (docs/world.md): write n samples under `out`; return
+    the manifest path (out / "manifest.parquet")."""
     out = Path(out)
     if n < 1:
         raise ConfigError(f"world: n must be at least 1, got {n}")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from omnifuse.errors import ConfigError
 from omnifuse.interfaces import Fused, Tokens
+from omnifuse.layers.attention import masked_mean
 from omnifuse.registry import closest
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,8 @@ def zero_masked(tokens: Tensor, mask: Tensor) -> Tensor:
 
 def pooled_or_absent(tokens: Tokens, absent: Tensor) -> Tensor:
     """Masked mean of a modality's tokens, (B, D); `absent` (D,) where the sample has none."""
-    weights = tokens.mask.to(tokens.tokens.dtype).unsqueeze(-1)
-    mean = (tokens.tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    mean = masked_mean(tokens.tokens, tokens.mask)
     return torch.where(present(tokens)[:, None], mean, absent.expand_as(mean))
-
-
-def mlp_ratio(width: int, dim: int) -> float:
-    """The `mlp_ratio` of a transformer block whose MLP has exactly `width` hidden units
-    (the blocks take int(dim * ratio); the half keeps float rounding from losing one)."""
-    return (width + 0.5) / dim
 
 
 def count_parameters(module: nn.Module) -> int:

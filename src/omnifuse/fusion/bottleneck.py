@@ -16,7 +16,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from omnifuse.fusion.base import batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.fusion.base import batch_size, present, sized, zero_masked
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
 from omnifuse.registry import register_fusion
@@ -38,11 +38,10 @@ class BottleneckFusion(nn.Module):
         self.names = sorted(modalities)
         self.bottleneck = bottleneck
         self.fusion_tokens = nn.Parameter(torch.randn(bottleneck, dim) * 0.02)
-        ratio = mlp_ratio(width, dim)
         self.layers = nn.ModuleList(
             nn.ModuleDict(
                 {
-                    name: SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio)
+                    name: SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width)
                     for name in self.names
                 }
             )

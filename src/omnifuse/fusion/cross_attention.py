@@ -18,7 +18,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.fusion.base import batch_size, sized, zero_masked
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import CrossAttentionBlock, SelfAttentionBlock, masked_mean
 from omnifuse.registry import register_fusion
@@ -35,7 +35,6 @@ class CrossModalFusion(nn.Module):
         super().__init__()
         self.width = width
         self.names = sorted(modalities)
-        ratio = mlp_ratio(width, dim)
         self.null = nn.ParameterDict(
             {name: nn.Parameter(torch.randn(1, dim) * 0.02) for name in self.names}
             if len(self.names) > 1
@@ -44,7 +43,7 @@ class CrossModalFusion(nn.Module):
         self.cross = nn.ModuleDict(
             {
                 pair(t, s): nn.ModuleList(
-                    CrossAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+                    CrossAttentionBlock(dim=dim, heads=heads, mlp_width=width) for _ in range(depth)
                 )
                 for t in self.names
                 for s in self.names
@@ -54,7 +53,7 @@ class CrossModalFusion(nn.Module):
         others = max(1, len(self.names) - 1)
         self.merge = nn.ModuleDict({t: nn.Linear(others * dim, dim) for t in self.names})
         self.refine = nn.ModuleDict(
-            {t: SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for t in self.names}
+            {t: SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width) for t in self.names}
         )
         self.norm = nn.LayerNorm(dim)
 

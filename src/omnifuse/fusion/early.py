@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import batch_size, mlp_ratio, sized, zero_masked
+from omnifuse.fusion.base import batch_size, sized, zero_masked
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
 from omnifuse.registry import register_fusion
@@ -27,9 +27,8 @@ class EarlyFusion(nn.Module):
         )
         # A summary token, always valid: a sample lacking every modality still has a key.
         self.summary = nn.Parameter(torch.randn(1, dim) * 0.02)
-        ratio = mlp_ratio(width, dim)
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+            SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 

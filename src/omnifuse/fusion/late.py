@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import batch_size, mlp_ratio, present, sized, zero_masked
+from omnifuse.fusion.base import batch_size, present, sized, zero_masked
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
 from omnifuse.registry import register_fusion
@@ -31,9 +31,8 @@ class ModalityPredictor(nn.Module):
     def __init__(self, *, dim: int, depth: int, heads: int, width: int) -> None:
         super().__init__()
         self.absent = nn.Parameter(torch.randn(1, dim) * 0.02)
-        ratio = mlp_ratio(width, dim)
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+            SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 

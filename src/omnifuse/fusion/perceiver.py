@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import batch_size, mlp_ratio, sized
+from omnifuse.fusion.base import batch_size, sized
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import CrossAttentionBlock, SelfAttentionBlock
 from omnifuse.registry import register_fusion
@@ -28,16 +28,15 @@ class PerceiverFusion(nn.Module):
     ) -> None:
         super().__init__()
         self.width = width
-        ratio = mlp_ratio(width, dim)
         self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
         self.modality = nn.ParameterDict(
             {name: nn.Parameter(torch.randn(dim) * 0.02) for name in sorted(modalities)}
         )
         # Always valid, so a sample lacking every modality still has a key to attend to.
         self.null = nn.Parameter(torch.randn(1, dim) * 0.02)
-        self.cross = CrossAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio)
+        self.cross = CrossAttentionBlock(dim=dim, heads=heads, mlp_width=width)
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+            SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 

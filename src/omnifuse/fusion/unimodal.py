@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from omnifuse.fusion.base import mlp_ratio, require_modality, sized, zero_masked
+from omnifuse.fusion.base import require_modality, sized, zero_masked
 from omnifuse.interfaces import Fused, Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, masked_mean
 from omnifuse.registry import register_fusion
@@ -25,9 +25,8 @@ class UnimodalFusion(nn.Module):
         self.width = width
         self.modality = modality
         self.prior = nn.Parameter(torch.randn(1, dim) * 0.02)
-        ratio = mlp_ratio(width, dim)
         self.blocks = nn.ModuleList(
-            SelfAttentionBlock(dim=dim, heads=heads, mlp_ratio=ratio) for _ in range(depth)
+            SelfAttentionBlock(dim=dim, heads=heads, mlp_width=width) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 

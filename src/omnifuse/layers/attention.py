@@ -50,13 +50,13 @@ class Attention(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """Queries attend to a context, then an MLP; both residual, pre-norm."""
 
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, *, dim: int, heads: int, mlp_width: int | None = None) -> None:
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_c = nn.LayerNorm(dim)
         self.attn = Attention(dim=dim, heads=heads)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+        self.mlp = MLP(dim=dim, hidden=mlp_width or 2 * dim)  # hidden units, 2 * dim by default
 
     def forward(self, query: Tensor, context: Tensor, mask: Tensor) -> Tensor:
         query = query + self.attn(self.norm_q(query), self.norm_c(context), mask)
@@ -66,12 +66,12 @@ class CrossAttentionBlock(nn.Module):
 class SelfAttentionBlock(nn.Module):
     """A transformer encoder layer: tokens attend to the valid tokens of their own sequence."""
 
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, *, dim: int, heads: int, mlp_width: int | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim=dim, heads=heads)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+        self.mlp = MLP(dim=dim, hidden=mlp_width or 2 * dim)  # hidden units, 2 * dim by default
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         h = self.norm(x)
@@ -83,7 +83,7 @@ class DecoderBlock(nn.Module):
     """A transformer decoder layer, pre-norm: causal self-attention over the text so far,
     cross-attention to a context (the fused tokens, masked), then an MLP; all residual."""
 
-    def __init__(self, *, dim: int, heads: int, mlp_ratio: float = 2.0) -> None:
+    def __init__(self, *, dim: int, heads: int, mlp_width: int | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = Attention(dim=dim, heads=heads)
@@ -91,7 +91,7 @@ class DecoderBlock(nn.Module):
         self.norm_c = nn.LayerNorm(dim)
         self.cross = Attention(dim=dim, heads=heads)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = MLP(dim=dim, hidden=int(dim * mlp_ratio))
+        self.mlp = MLP(dim=dim, hidden=mlp_width or 2 * dim)  # hidden units, 2 * dim by default
 
     def forward(self, x: Tensor, context: Tensor, mask: Tensor) -> Tensor:
         """x (B, T, D) text positions, all valid (padding only ever follows them, and causal
