@@ -1,0 +1,37 @@
+"""Reading data never builds a model: fitting statistics, loading rows and validating a
+manifest construct no nn.Module (a pretrained backbone would load just to read files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnifuse.config import parse_config
+from omnifuse.data.validate import validate_manifest
+from omnifuse.train.run import prepare
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def no_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: torch.nn.Module, *args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{type(self).__name__} built while reading data")
+
+    monkeypatch.setattr(torch.nn.Module, "__init__", refuse)
+
+
+def test_prepare_and_validate_build_no_module(world: Path, no_modules: None):
+    data = tiny_config(world)
+    data["model"]["tasks"] |= {
+        "caption": {"type": "generation", "target": "caption", "tokenizer": "bpe"},
+        "impute": {"type": "reconstruction", "modality": "audio", "teacher_momentum": 0.9},
+    }
+    config = parse_config(data)
+    prepared = prepare(config, progress=False)
+    assert prepared.config.model.tasks["caption"].options["merges"]
+    batch = prepared.collate(prepared.splits["train"][:4])
+    assert set(batch.targets) == {"caption", "scene", "score"}
+    _, bad = validate_manifest(world, config)
+    assert bad == []
