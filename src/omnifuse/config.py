@@ -236,10 +236,7 @@ class RunConfig(StrictModel):
         data["model"]["tasks"] = {
             name: options
             for name, options in data["model"]["tasks"].items()
-            if create_task(
-                self.model.tasks[name].type, name, **self.model.tasks[name].options
-            ).unmet(kept)
-            is None
+            if self.task_spec(name).unmet(kept) is None
         }
         if not data["model"]["tasks"]:
             raise ConfigError(

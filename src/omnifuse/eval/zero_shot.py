@@ -54,8 +54,7 @@ def text_alignment(
         model.task_dict(),
         task,
         where=lambda t: any(kinds[m] == "text" for m in t.between),
-        what="alignment task with a text modality (zero-shot classification reads class "
-        "names as text)",
+        what="alignment task with a text modality",
     )
     task = chosen.name
     texts = [m for m in chosen.between if kinds[m] == "text"]

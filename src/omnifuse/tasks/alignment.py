@@ -282,7 +282,7 @@ def aligned_task(
         raise OmnifuseError(f"the model has no {what}")
     if name is None:
         if len(aligned) > 1:
-            raise OmnifuseError(f"the model has several {what}s; pick one of {sorted(aligned)}")
+            raise OmnifuseError(f"several tasks are each an {what}; pick one of {sorted(aligned)}")
         name = next(iter(aligned))
     if name not in aligned:
         raise OmnifuseError(f"no {what} '{name}'; the model has {sorted(aligned)}")
