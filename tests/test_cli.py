@@ -47,6 +47,29 @@ def test_train_writes_metrics_and_model(world: Path, tmp_path: Path):
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
+def test_baselines_without_a_task_for_a_modality_stop_before_training(world: Path, tmp_path: Path):
+    data = tiny_config(world, epochs=1)
+    data["model"]["tasks"] = {"retrieval": {"type": "alignment", "between": ["image", "text"]}}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    result = invoke("train", config, "--out", tmp_path / "run", "--baselines")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: model.tasks: no task runs on audio alone (every task reads another modality)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_plugins_lists_every_registered_component():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert listed["plugins"] == {}
+    assert listed["registered"]["modality kind"]["image"] == "omnifuse"
+    assert "perceiver" in listed["registered"]["fusion"]
+    assert "reconstruction" in invoke("plugins").output
+
+
 def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OMNIFUSE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"

@@ -17,7 +17,7 @@ from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import create_task
 from omnifuse.tasks.base import mask_tokens
-from omnifuse.train.run import Prepared, prepare
+from omnifuse.train.run import Prepared, prepare, train
 from tests.conftest import tiny_config
 
 
@@ -184,3 +184,18 @@ def test_masked_modelling_hides_a_fraction_of_tokens_in_training_only(world: Pat
     torch.manual_seed(0)
     kept = mask_tokens(tokens, 0.5).mask.float().mean() / tokens.mask.float().mean()
     assert 0.4 < kept.item() < 0.6
+
+
+def test_single_modality_baselines_drop_the_reconstruction_they_cannot_run(world: Path):
+    tasks = {
+        "scene": {"type": "classification", "target": "scene_class"},
+        "impute_image": {"type": "reconstruction", "modality": "image"},
+    }
+    config = with_tasks(world, tasks)
+    config["train"]["epochs"] = 1
+    prepared = prepare(parse_config(config), progress=False)
+    for alone in ("audio", "image"):  # reading no image, and having nothing to impute it from
+        trained = train(prepared, modalities=[alone], progress=False)
+        assert sorted(trained.metrics) == ["scene"]
+    both = train(prepared, modalities=["audio", "image"], progress=False)
+    assert sorted(both.metrics) == ["impute_image", "scene"]

@@ -258,6 +258,9 @@ def run(
     run stopped there. With `baselines`, also train one model per single modality. With
     `skip_bad`, unusable manifest rows are left out and listed in `skipped_rows.jsonl`.
     """
+    if baselines:  # before any work: every single-modality model needs a task it can run
+        for modality in sorted(config.modalities):
+            config.without_modalities([modality])
     prepared = prepare(config, skip_bad=skip_bad, progress=progress)
     if checkpoints:
         start_run(prepared.config, out, resume=resume)
