@@ -75,6 +75,11 @@ def test_component_shorthand_is_a_type_name(tmp_path: Path):
             "modalities.image.kind: required; known: audio, image,",
         ),
         (
+            lambda d: d["modalities"].update(image="a picture"),
+            "modalities.image: expected a mapping with a 'kind', got str",
+        ),
+        (lambda d: d.update(modalities=[]), "modalities: Input should be a valid dictionary"),
+        (
             lambda d: d["modalities"]["image"].update(encoder={"type": "text_transformer"}),
             "modalities.image.encoder.type: encoder 'text_transformer' reads text, not image; "
             "image encoders: image_conv, image_efficientnet_lite0, image_hf, image_patch",

@@ -84,10 +84,15 @@ class KindError(ValueError):
     the message can name the field inside the entry."""
 
     def __init__(
-        self, name: str, problem: ValidationError | str, model: type[BaseModel] | None = None
+        self,
+        name: str,
+        problem: ValidationError | str,
+        *,
+        model: type[BaseModel] = StrictModel,
+        field: str = "",
     ) -> None:
         super().__init__(str(problem))
-        self.name, self.problem, self.model = name, problem, model or ModalityConfig
+        self.name, self.problem, self.model, self.field = name, problem, model, field
 
 
 def modality_config(name: str, value: Any) -> ModalityConfig:
@@ -100,17 +105,17 @@ def modality_config(name: str, value: Any) -> ModalityConfig:
     if kind not in KINDS.names():
         known = ", ".join(KINDS.names())
         if kind is None:
-            raise KindError(name, f"kind: required; known: {known}")
+            raise KindError(name, f"required; known: {known}", field="kind")
         raise KindError(
             name,
-            f"kind: unknown modality kind '{kind}'{closest(str(kind), KINDS.names())}; "
-            f"known: {known}",
+            f"unknown modality kind '{kind}'{closest(str(kind), KINDS.names())}; known: {known}",
+            field="kind",
         )
     model: type[ModalityConfig] = KINDS.info(kind)["config"]
     try:
         return model.model_validate(value)
     except ValidationError as error:
-        raise KindError(name, error, model) from None
+        raise KindError(name, error, model=model) from None
 
 
 # ---------------------------------------------------------------------------- run
@@ -271,7 +276,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     if isinstance(kind_error, KindError):  # inside one `modalities` entry
         prefix = ".".join(str(p) for p in first["loc"]) + f".{kind_error.name}"
         if isinstance(kind_error.problem, str):
-            line = f"{prefix}.{kind_error.problem}"
+            field = f".{kind_error.field}" if kind_error.field else ""
+            line = f"{prefix}{field}: {kind_error.problem}"
         else:
             line = _first_error(kind_error.problem, kind_error.model, prefix)
     else:
