@@ -16,6 +16,7 @@ options of the registered builder, type-checked against its signature::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -133,6 +134,22 @@ class DataConfig(StrictModel):
     # to fine-tune with few labels; statistics and class lists are still fitted on the whole
     # training split, and val and test are unchanged
     train_fraction: float = Field(1.0, gt=0, le=1)
+    # false: every sample is preprocessed once and held in memory (fastest while it fits);
+    # true: samples are read from their files at every use by `workers` processes, so memory
+    # is bounded by the batches in flight, not by the dataset (every row is still checked
+    # once before training)
+    stream: bool = False
+    # processes reading samples when streaming; None: one per core but one, at most 4
+    workers: int | None = Field(None, ge=0)
+
+    @property
+    def loader_workers(self) -> int:
+        """The worker processes batches are read by: 0 (this process) unless streaming."""
+        if not self.stream:
+            return 0
+        if self.workers is not None:
+            return self.workers
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -86,8 +86,10 @@ def test_runs_refuse_to_overwrite_or_resume_the_wrong_run(world: Path, tmp_path:
         run(other, tmp_path / "a", resume=True, progress=False)
 
 
-def test_sigkill_then_resume_gives_identical_metrics(world: Path, tmp_path: Path):
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streaming-2-workers"])
+def test_sigkill_then_resume_gives_identical_metrics(world: Path, tmp_path: Path, stream: bool):
     data = tiny_config(world, epochs=30, checkpoint_every=5)
+    data["data"] |= {"stream": stream, "workers": 2}
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(data))
     reference = run(parse_config(data), tmp_path / "reference", progress=False)

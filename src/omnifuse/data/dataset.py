@@ -10,22 +10,25 @@ import hashlib
 import importlib.metadata
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omnifuse.config import DataConfig, RunConfig
 from omnifuse.errors import DataError
-from omnifuse.interfaces import Collate, Sample
+from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality
 from omnifuse.registry import DATASETS, create_modality
 from omnifuse.tasks.base import TaskSpec
+
+CHUNK = 1024  # rows read at a time when checking: bounds the memory of a streaming check
 
 
 def cache_dir() -> Path:
@@ -118,37 +121,143 @@ def _fill_unset(values: dict[str, Any], fitted: dict[str, Any]) -> None:
             values[key] = value
 
 
+def read_row(manifest: Manifest, index: int, readers: Readers) -> Sample | BadRow:
+    """Row `index` preprocessed, or the first problem found in it (row, column, what)."""
+    row = manifest.rows[index]
+    try:
+        return Sample(
+            id=str(row.get("id", index)),
+            inputs={n: m.load(row, manifest.root) for n, m in readers.modalities.items()},
+            targets={
+                n: t.load_target(row) for n, t in readers.tasks.items() if t.target is not None
+            },
+        )
+    except DataError as error:
+        return BadRow(index, manifest.where(index), str(error))
+
+
 def load_samples(
     manifest: Manifest,
     indices: Sequence[int],
     readers: Readers,
     *,
+    keep: bool = True,
     progress: bool = False,
     desc: str = "loading",
 ) -> tuple[list[Sample], list[BadRow]]:
     """Preprocess the given rows: the samples of the good ones, and every bad row with the
-    first problem found in it (row, column, what is wrong)."""
-
-    def load(index: int) -> Sample | BadRow:
-        row = manifest.rows[index]
-        try:
-            return Sample(
-                id=str(row.get("id", index)),
-                inputs={n: m.load(row, manifest.root) for n, m in readers.modalities.items()},
-                targets={
-                    n: t.load_target(row) for n, t in readers.tasks.items() if t.target is not None
-                },
-            )
-        except DataError as error:
-            return BadRow(index, manifest.where(index), str(error))
-
+    first problem found in it (row, column, what is wrong). Without `keep`, the rows are only
+    checked: no sample is kept, and memory stays bounded by a chunk of rows."""
+    samples: list[Sample] = []
+    bad: list[BadRow] = []
+    bar = tqdm(total=len(indices), desc=desc, disable=not progress, leave=False)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        loaded = pool.map(load, indices)
-        results = list(
-            tqdm(loaded, total=len(indices), desc=desc, disable=not progress, leave=False)
+        for start in range(0, len(indices), CHUNK):
+            chunk = indices[start : start + CHUNK]
+            for result in pool.map(lambda i: read_row(manifest, i, readers), chunk):
+                if isinstance(result, BadRow):
+                    bad.append(result)
+                elif keep:
+                    samples.append(result)
+            bar.update(len(chunk))
+    bar.close()
+    return samples, bad
+
+
+class SampleSet(Sequence[Sample]):
+    """The samples of some manifest rows: held in memory (`loaded`) or read from their files
+    each time they are asked for (streaming: memory bounded by what is asked at once). An
+    index gives one sample, a slice a list of them; `batches` reads them in worker processes."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        rows: Sequence[int],
+        readers: Readers,
+        loaded: Sequence[Sample] | None = None,
+    ) -> None:
+        self.manifest, self.rows, self.readers, self.loaded = manifest, list(rows), readers, loaded
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self.loaded is not None:
+            return self.loaded[index]
+        read = read_row(self.manifest, self.rows[index], self.readers)
+        if isinstance(read, BadRow):  # it read cleanly when checked: the file changed since
+            raise DataError(f"{read} (the row read cleanly before training)")
+        return read
+
+    def only(self, modalities: Sequence[str]) -> SampleSet:
+        """The same rows seeing only `modalities`."""
+        readers = Readers(
+            {n: m for n, m in self.readers.modalities.items() if n in modalities},
+            self.readers.tasks,
         )
-    samples = [r for r in results if isinstance(r, Sample)]
-    return samples, [r for r in results if isinstance(r, BadRow)]
+        loaded = None if self.loaded is None else [s.only(modalities) for s in self.loaded]
+        return SampleSet(self.manifest, self.rows, readers, loaded)
+
+
+def batches(
+    samples: Sequence[Sample],
+    chunks: Iterable[Sequence[int]],
+    collate: Collate,
+    *,
+    workers: int = 0,
+) -> Iterator[Batch]:
+    """The batch of each chunk of indices into `samples`, read and collated by `workers`
+    processes (0: in this one), in the order of `chunks`. A row that fails to read stops with
+    its located message, as when it is checked."""
+    loader = DataLoader(
+        _Located(samples),
+        batch_sampler=chunks,  # type: ignore[arg-type]
+        collate_fn=_Collating(collate),
+        num_workers=workers,
+        generator=torch.Generator(),  # never draws from torch's global generator
+    )
+    for batch in loader:
+        if isinstance(batch, str):
+            raise DataError(batch)
+        yield batch
+
+
+class _Located(torch.utils.data.Dataset[Sample | str]):
+    """`samples[i]`, or the one-line message of the DataError reading it raised (a worker's
+    exception would reach the main process as a traceback)."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample | str:
+        try:
+            return self.samples[index]
+        except DataError as error:
+            return str(error)
+
+
+class _Collating:
+    """The collate of a chunk's samples, or the first message among them."""
+
+    def __init__(self, collate: Collate) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[Sample | str]) -> Batch | str:
+        for item in items:
+            if isinstance(item, str):
+                return item
+        return self.collate(items)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

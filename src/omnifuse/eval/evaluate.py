@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from omnifuse.data.dataset import batches
 from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
 
@@ -23,12 +24,20 @@ class Predictions:
 
 @torch.no_grad()
 def predict(
-    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate, *, batch_size: int = 256
+    model: OmnifuseModel,
+    samples: Sequence[Sample],
+    collate: Collate,
+    *,
+    batch_size: int = 256,
+    workers: int = 0,
 ) -> dict[str, Predictions]:
+    """Every task's predictions and targets over `samples`, read by `workers` processes."""
     model.eval()
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in model.tasks}
-    for start in range(0, len(samples), batch_size):
-        batch = collate(samples[start : start + batch_size])
+    chunks = [
+        range(i, min(i + batch_size, len(samples))) for i in range(0, len(samples), batch_size)
+    ]
+    for batch in batches(samples, chunks, collate, workers=workers):
         output = model(batch)
         for name, task in model.task_dict().items():
             keep = task.labelled(batch)
@@ -50,9 +59,14 @@ def _cat(chunks: list[Tensor]) -> Tensor:
 
 
 def evaluate(
-    model: OmnifuseModel, samples: Sequence[Sample], collate: Collate, *, batch_size: int = 256
+    model: OmnifuseModel,
+    samples: Sequence[Sample],
+    collate: Collate,
+    *,
+    batch_size: int = 256,
+    workers: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} over `samples`."""
-    predictions = predict(model, samples, collate, batch_size=batch_size)
+    predictions = predict(model, samples, collate, batch_size=batch_size, workers=workers)
     tasks = model.task_dict()
     return {name: tasks[name].metrics(p.prediction, p.target) for name, p in predictions.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from omnifuse.config import TrainConfig
+from omnifuse.data.dataset import batches
 from omnifuse.errors import OmnifuseError
 from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
@@ -78,6 +79,7 @@ def fit(
     config: TrainConfig,
     *,
     collate: Collate,
+    workers: int = 0,
     validate: Callable[[OmnifuseModel], dict[str, float]] | None = None,
     checkpoints: Path | None = None,
     resume: bool = False,
@@ -85,7 +87,8 @@ def fit(
     progress: bool = True,
     desc: str = "training",
 ) -> History:
-    """Train `model` in place; `validate` (if given) is called after each epoch.
+    """Train `model` in place; `validate` (if given) is called after each epoch. Batches are
+    read by `workers` processes (0: this one), which never change what a batch holds.
 
     With `checkpoints`, the full training state is saved there every
     `config.checkpoint_every` steps and at each epoch's end; `resume` continues from it
@@ -115,14 +118,15 @@ def fit(
             )
 
     bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, unit="step", leave=False)
+    # one reader for every remaining step: worker processes start once and read ahead across
+    # epochs, while the order stays a function of (seed, epoch) and the step resumed at
+    chunks = _chunks(len(train), batch_size, per_epoch, config, step)
+    reader = batches(train, chunks, collate, workers=workers)
     for epoch in range(step // per_epoch, config.epochs):
-        order = epoch_order(len(train), config.seed, epoch)
         model.train()
         for index in range(step - epoch * per_epoch, per_epoch):
             start = time.perf_counter()
-            batch = collate(
-                [train[i] for i in order[index * batch_size : (index + 1) * batch_size]]
-            )
+            batch = next(reader)
             losses = model.training_forward(batch)
             _update(model, losses, optimizer, schedule, config, epoch=epoch, step=step)
             step += 1
@@ -146,6 +150,18 @@ def fit(
     if log is not None:
         log.close()
     return history
+
+
+def _chunks(
+    size: int, batch_size: int, per_epoch: int, config: TrainConfig, step: int
+) -> Iterator[list[int]]:
+    """The sample indices of every batch from `step` to the end of training."""
+    for epoch in range(step // per_epoch, config.epochs):
+        order = epoch_order(size, config.seed, epoch)
+        for index in range(
+            step - epoch * per_epoch if epoch == step // per_epoch else 0, per_epoch
+        ):
+            yield order[index * batch_size : (index + 1) * batch_size]
 
 
 def _resume(

@@ -20,6 +20,7 @@ from omnifuse.data.dataset import (
     BadRow,
     BadRowsError,
     Readers,
+    SampleSet,
     fit_config,
     load_samples,
     read_splits,
@@ -35,9 +36,10 @@ from omnifuse.eval.report import (
     plot_retrieval_examples,
     write_report,
 )
-from omnifuse.interfaces import Collate, Sample
+from omnifuse.interfaces import Collate
 from omnifuse.manifest import Manifest
 from omnifuse.metrics import confusion_matrix
+from omnifuse.modalities.base import is_missing
 from omnifuse.model import CONFIG_FILE, OmnifuseModel, saved_config
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
@@ -56,7 +58,7 @@ class Prepared:
     came from (for reports that show the original files)."""
 
     config: RunConfig
-    splits: dict[str, list[Sample]]
+    splits: dict[str, SampleSet]
     collate: Collate
     manifest: Manifest
     rows: dict[str, list[int]]
@@ -90,10 +92,12 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     # statistics and class lists come from the whole training split; training uses the fraction
     indices["train"] = subsample(indices["train"], config.data.train_fraction, config.train.seed)
     readers = Readers.of(config)
-    splits, bad = {}, []
+    stream = config.data.stream  # check every row now, read it again at every use
+    loaded, bad = {}, []
     for name, rows in indices.items():
-        splits[name], rejected = load_samples(
-            manifest, rows, readers, progress=progress, desc=f"loading {name}"
+        verb = "checking" if stream else "loading"
+        loaded[name], rejected = load_samples(
+            manifest, rows, readers, keep=not stream, progress=progress, desc=f"{verb} {name}"
         )
         bad += rejected
     bad.sort(key=lambda row: row.index)
@@ -101,10 +105,15 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
         raise BadRowsError(manifest, bad)
     skipped = {row.index for row in bad}
     indices = {name: [i for i in rows if i not in skipped] for name, rows in indices.items()}
+    splits = {
+        name: SampleSet(manifest, rows, readers, None if stream else loaded[name])
+        for name, rows in indices.items()
+    }
     if not splits["train"]:
         raise DataError(f"{manifest.path.name}: no usable rows in the training split")
-    for name in config.modalities:
-        if all(sample.inputs[name] is None for sample in splits["train"]):
+    for name, modality in readers.modalities.items():
+        cells = ((manifest.rows[i].get(c) for c in modality.columns()) for i in indices["train"])
+        if all(all(is_missing(cell) for cell in row) for row in cells):
             raise DataError(f"modality '{name}' is absent from every training sample")
     if not splits["test"] and not splits["val"]:
         raise DataError(f"{manifest.path.name}: no rows in the val or test split to evaluate on")
@@ -140,7 +149,7 @@ def train(
     splits = prepared.splits
     if modalities is not None:
         config = config.without_modalities(modalities)
-        splits = {name: [s.only(modalities) for s in samples] for name, samples in splits.items()}
+        splits = {name: samples.only(modalities) for name, samples in splits.items()}
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     seed_everything(config.train.seed)
@@ -154,8 +163,10 @@ def train(
             len(model.state_dict()),
         )
 
+    workers = config.data.loader_workers
+
     def validate(model: OmnifuseModel) -> dict[str, float]:
-        metrics = evaluate(model, splits["val"], prepared.collate)
+        metrics = evaluate(model, splits["val"], prepared.collate, workers=workers)
         return {f"{task}/{key}": value for task, m in metrics.items() for key, value in m.items()}
 
     start = time.perf_counter()
@@ -164,6 +175,7 @@ def train(
         splits["train"],
         config.train,
         collate=prepared.collate,
+        workers=workers,
         validate=validate if splits["val"] else None,
         checkpoints=checkpoints,
         resume=resume,
@@ -172,7 +184,7 @@ def train(
         desc=desc,
     )
     seconds = time.perf_counter() - start
-    metrics = evaluate(model, splits[prepared.evaluation], prepared.collate)
+    metrics = evaluate(model, splits[prepared.evaluation], prepared.collate, workers=workers)
     return Trained(model, history, metrics, seconds)
 
 
