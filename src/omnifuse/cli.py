@@ -7,6 +7,8 @@ Every error the project raises prints as one line on stderr with a non-zero exit
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,29 +100,43 @@ def demo(out: Path, n: int, epochs: int | None, seed: int, no_baselines: bool) -
     "--skip-bad", is_flag=True, help="Leave out unusable rows, listed in skipped_rows.jsonl."
 )
 @click.option("--baselines", is_flag=True, help="Also train one model per single modality.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train with DDP on this many local processes (runs torchrun --nproc-per-node).",
+)
+@click.pass_context
 def train(
+    ctx: click.Context,
     config: str,
     out: Path,
     overrides: tuple[str, ...],
     resume: bool,
     skip_bad: bool,
     baselines: bool,
+    nproc: int,
 ) -> None:
     """Train and evaluate CONFIG (a YAML/JSON file or preset:NAME), writing the resolved
-    config, checkpoints, metrics, plots and the model to --out.
+    config, checkpoints, metrics, plots and the model to --out. Under torchrun (or with
+    --nproc N) every process trains its share of each batch with DDP; rank 0 writes.
 
     Example: omnifuse train preset:world-tiny --out runs/tiny --set train.epochs=4
     """
     from omnifuse.train.run import run
 
-    metrics = run(
-        load_config(config, overrides),
-        out,
-        baselines=baselines,
-        resume=resume,
-        skip_bad=skip_bad,
-    )
-    print_metrics(metrics)
+    loaded = load_config(config, overrides)  # a bad config stops here, before any process starts
+    if nproc > 1:  # the same command, once per process, under torchrun
+        command = ["train", config, "--out", str(out), *(f"--set={o}" for o in overrides)]
+        flags = {"--resume": resume, "--skip-bad": skip_bad, "--baselines": baselines}
+        command += [flag for flag, on in flags.items() if on]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launch += [f"--nproc-per-node={nproc}", "-m", "omnifuse", *command]
+        ctx.exit(subprocess.run(launch, check=False).returncode)
+    metrics = run(loaded, out, baselines=baselines, resume=resume, skip_bad=skip_bad)
+    if metrics:  # rank 0's; the other processes of a distributed run print nothing
+        print_metrics(metrics)
 
 
 def load_model(directory: Path) -> Any:

@@ -22,6 +22,7 @@ from omnifuse.data.dataset import batches
 from omnifuse.errors import OmnifuseError
 from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
+from omnifuse.train import distributed
 from omnifuse.train.checkpoint import load_checkpoint, save_checkpoint
 from omnifuse.train.log import RunLog
 
@@ -107,7 +108,7 @@ def fit(
         step, history = _resume(checkpoints, model=model, optimizer=optimizer, schedule=schedule)
 
     def save() -> None:
-        if checkpoints is not None:
+        if checkpoints is not None and distributed.main():
             save_checkpoint(
                 checkpoints,
                 model=model,
@@ -120,17 +121,23 @@ def fit(
     bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, unit="step", leave=False)
     # one reader for every remaining step: worker processes start once and read ahead across
     # epochs, while the order stays a function of (seed, epoch) and the step resumed at
+    # (under torch.distributed, this rank's share of each)
     chunks = _chunks(len(train), batch_size, per_epoch, config, step)
-    reader = batches(train, chunks, collate, workers=workers)
+    shares = (distributed.share(chunk, batch_size) for chunk in chunks)
+    reader = batches(train, shares, collate, workers=workers)
+    step_losses = distributed.engine(model)  # DDP averages the gradients over ranks
     for epoch in range(step // per_epoch, config.epochs):
         model.train()
         for index in range(step - epoch * per_epoch, per_epoch):
             start = time.perf_counter()
             batch = next(reader)
-            losses = model.training_forward(batch)
-            _update(model, losses, optimizer, schedule, config, epoch=epoch, step=step)
+            losses = step_losses(batch)
+            reported = distributed.mean(losses)  # the global batch's, the same on every rank
+            _update(
+                model, losses["loss"], reported["loss"], optimizer, schedule, config, epoch, step
+            )
             step += 1
-            record = {k: v.item() for k, v in losses.items()}
+            record = {k: v.item() for k, v in reported.items()}
             lr = float(schedule.get_last_lr()[0])
             history.steps.append({"step": step, "epoch": epoch + 1, "lr": lr, **record})
             if log is not None:
@@ -181,24 +188,25 @@ def _resume(
 
 def _update(
     model: OmnifuseModel,
-    losses: dict[str, torch.Tensor],
+    loss: torch.Tensor,
+    reported: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     config: TrainConfig,
-    *,
     epoch: int,
     step: int,
 ) -> None:
-    """One optimisation step from a batch's losses: backward, clipping, AdamW, the schedule
-    and the model's own after-step work. A non-finite loss stops training before it reaches
-    the weights; `epoch` and `step` (both from 0) say where."""
-    if not torch.isfinite(losses["loss"]):
+    """One optimisation step from a batch's loss: backward, clipping, AdamW, the schedule
+    and the model's own after-step work. A non-finite loss (`reported`: the global batch's,
+    which every rank sees alike) stops training before it reaches the weights; `epoch` and
+    `step` (both from 0) say where."""
+    if not torch.isfinite(reported):
         raise OmnifuseError(
             f"training diverged at epoch {epoch + 1}, step {step + 1}: "
-            f"loss is {losses['loss'].item()}; try a lower train.lr"
+            f"loss is {reported.item()}; try a lower train.lr"
         )
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
+    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
     schedule.step()

@@ -43,6 +43,7 @@ from omnifuse.modalities.base import is_missing
 from omnifuse.model import CONFIG_FILE, OmnifuseModel, saved_config
 from omnifuse.tasks.alignment import Alignment
 from omnifuse.tasks.classification import Classification
+from omnifuse.train import distributed
 from omnifuse.train.checkpoint import CHECKPOINT_FILE
 from omnifuse.train.log import RunLog
 from omnifuse.train.loop import History, fit, seed_everything
@@ -166,6 +167,8 @@ def train(
     workers = config.data.loader_workers
 
     def validate(model: OmnifuseModel) -> dict[str, float]:
+        if not distributed.main():  # rank 0 evaluates for every rank
+            return {}
         metrics = evaluate(model, splits["val"], prepared.collate, workers=workers)
         return {f"{task}/{key}": value for task, m in metrics.items() for key, value in m.items()}
 
@@ -184,7 +187,9 @@ def train(
         desc=desc,
     )
     seconds = time.perf_counter() - start
-    metrics = evaluate(model, splits[prepared.evaluation], prepared.collate, workers=workers)
+    metrics: dict[str, dict[str, float]] = {}
+    if distributed.main():
+        metrics = evaluate(model, splits[prepared.evaluation], prepared.collate, workers=workers)
     return Trained(model, history, metrics, seconds)
 
 
@@ -231,9 +236,9 @@ def write_skipped(rows: Sequence[BadRow], path: Path) -> None:
         logger.warning("left out %d bad rows, listed in %s", len(rows), path)
 
 
-def start_run(config: RunConfig, out: Path, *, resume: bool) -> None:
-    """Check that `out` can hold this run (or holds the run to resume), and save the resolved
-    config there before any training."""
+def start_run(config: RunConfig, out: Path, *, resume: bool, write: bool = True) -> None:
+    """Check that `out` can hold this run (or holds the run to resume), and (with `write`)
+    save the resolved config there before any training."""
     checkpoint, saved = out / CHECKPOINT_FILE, out / CONFIG_FILE
     resolved = config.model_dump(mode="json")
     if resume:
@@ -250,8 +255,9 @@ def start_run(config: RunConfig, out: Path, *, resume: bool) -> None:
             f"{out} already holds a run ({CHECKPOINT_FILE}): continue it with --resume, "
             "or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(resolved, indent=2) + "\n")
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(resolved, indent=2) + "\n")
 
 
 def run(
@@ -269,22 +275,39 @@ def run(
     With `checkpoints`, training state is saved in `out` as it goes, and `resume` continues a
     run stopped there. With `baselines`, also train one model per single modality. With
     `skip_bad`, unusable manifest rows are left out and listed in `skipped_rows.jsonl`.
+
+    Under `torchrun` every process runs this and trains with DDP (`train/distributed.py`):
+    rank 0 logs, checkpoints, evaluates, writes and returns the metrics; the others return {}.
     """
     if baselines:  # before any work: every single-modality model needs a task it can run
         for modality in sorted(config.modalities):
             config.without_modalities([modality])
-    prepared = prepare(config, skip_bad=skip_bad, progress=progress)
-    if checkpoints:
-        start_run(prepared.config, out, resume=resume)
-    out.mkdir(parents=True, exist_ok=True)
-    write_skipped(prepared.skipped, out / SKIPPED_FILE)
-    trained = train(
-        prepared,
-        checkpoints=out if checkpoints else None,
-        resume=resume,
-        log=RunLog(out),
-        progress=progress,
-    )
+    with distributed.session():
+        main = distributed.main()
+        prepared = prepare(config, skip_bad=skip_bad, progress=progress and main)
+        if checkpoints:  # every rank checks `out`, so that all stop alike; rank 0 writes
+            start_run(prepared.config, out, resume=resume, write=main)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_skipped(prepared.skipped, out / SKIPPED_FILE)
+        trained = train(
+            prepared,
+            checkpoints=out if checkpoints else None,
+            resume=resume,
+            log=RunLog(out) if main else None,
+            progress=progress and main,
+        )
+        if main:
+            return _report(trained, prepared, out, baselines=baselines, progress=progress)
+        for modality in sorted(prepared.config.modalities) if baselines else []:
+            train(prepared, modalities=[modality], progress=False)  # with rank 0's baselines
+        return {}
+
+
+def _report(
+    trained: Trained, prepared: Prepared, out: Path, *, baselines: bool, progress: bool
+) -> dict[str, Any]:
+    """Rank 0's part of a run after training: the model, figures, metrics, baselines, report."""
     trained.model.save_pretrained(out)
     figures = write_figures(trained, prepared, out)
     samples = prepared.splits[prepared.evaluation]
