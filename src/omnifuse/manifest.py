@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,10 +23,41 @@ SPLITS = ("train", "val", "test")
 T = TypeVar("T")
 
 
+class TableRows(Sequence[dict[str, Any]]):
+    """The rows of an Arrow table, each made a dict when it is asked for: a Parquet manifest
+    of a million rows is held as its columns (a few bytes a cell), not as a million dicts."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.names = table.column_names
+        self.columns = [table.column(name) for name in self.names]
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        cells = zip(self.names, self.columns, strict=True)
+        return {name: column[index].as_py() for name, column in cells}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.table.to_batches():
+            yield from batch.to_pylist()
+
+
 @dataclass
 class Manifest:
     path: Path
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]  # a list, or a Parquet file's TableRows
 
     @property
     def root(self) -> Path:
@@ -58,7 +89,7 @@ def read_manifest(path: str | Path) -> Manifest:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            rows = pq.read_table(path).to_pylist()
+            rows: Sequence[dict[str, Any]] = TableRows(pq.read_table(path))
         elif suffix in (".jsonl", ".ndjson"):
             rows = _read_jsonl(path)
         elif suffix == ".csv":

@@ -9,7 +9,7 @@ from PIL import Image
 from omnifuse.config import parse_config
 from omnifuse.data.dataset import BadRowsError, Readers, fit_config, load_samples
 from omnifuse.errors import DataError
-from omnifuse.manifest import read_manifest, split_rows
+from omnifuse.manifest import TableRows, read_manifest, split_rows
 
 ROWS = [
     {"id": "a", "split": "train", "image": "a.png", "caption": "a red circle", "y": "cat"},
@@ -134,3 +134,20 @@ def test_values_given_in_the_config_are_not_refitted(folder: Path):
     assert fitted.model.tasks["y"].options["classes"] == ["dog", "cat", "bird"]
     assert fitted.modalities["image"].mean == [0.1, 0.2, 0.3]
     assert fitted.modalities["image"].std is not None  # unset: fitted
+
+
+def test_parquet_rows_are_read_from_the_table_as_asked(tmp_path: Path):
+    rows = [
+        {"id": "a", "value": 1.5, "series": [1.0, None], "label": None},
+        {"id": "b", "value": None, "series": None, "label": "x"},
+        {"id": "c", "value": 3.0, "series": [2.0], "label": "y"},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    manifest = read_manifest(tmp_path / "m.parquet")
+    assert isinstance(manifest.rows, TableRows)
+    assert list(manifest.rows) == rows
+    assert [manifest.rows[i] for i in range(3)] == rows
+    assert manifest.rows[-1] == rows[-1] and manifest.rows[1:] == rows[1:]
+    with pytest.raises(IndexError):
+        manifest.rows[3]
+    assert manifest.where(1) == "m.parquet row 2 (id b)"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from omnifuse.config import TrainConfig
 from omnifuse.data.dataset import batches
 from omnifuse.errors import OmnifuseError
-from omnifuse.interfaces import Collate, Sample
+from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.model import OmnifuseModel
 from omnifuse.train import distributed
 from omnifuse.train.checkpoint import load_checkpoint, save_checkpoint
@@ -119,12 +119,7 @@ def fit(
             )
 
     bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, unit="step", leave=False)
-    # one reader for every remaining step: worker processes start once and read ahead across
-    # epochs, while the order stays a function of (seed, epoch) and the step resumed at
-    # (under torch.distributed, this rank's share of each)
-    chunks = _chunks(len(train), batch_size, per_epoch, config, step)
-    shares = (distributed.share(chunk, batch_size) for chunk in chunks)
-    reader = batches(train, shares, collate, workers=workers)
+    reader = _reader(train, collate, workers, batch_size, per_epoch, config, step)
     step_losses = distributed.engine(model)  # DDP averages the gradients over ranks
     for epoch in range(step // per_epoch, config.epochs):
         model.train()
@@ -159,16 +154,28 @@ def fit(
     return history
 
 
-def _chunks(
-    size: int, batch_size: int, per_epoch: int, config: TrainConfig, step: int
-) -> Iterator[list[int]]:
-    """The sample indices of every batch from `step` to the end of training."""
-    for epoch in range(step // per_epoch, config.epochs):
-        order = epoch_order(size, config.seed, epoch)
-        for index in range(
-            step - epoch * per_epoch if epoch == step // per_epoch else 0, per_epoch
-        ):
-            yield order[index * batch_size : (index + 1) * batch_size]
+def _reader(
+    train: Sequence[Sample],
+    collate: Collate,
+    workers: int,
+    batch_size: int,
+    per_epoch: int,
+    config: TrainConfig,
+    step: int,
+) -> Iterator[Batch]:
+    """Every batch from `step` to the end of training (under torch.distributed, this rank's
+    share of each), through one reader: its worker processes start once and read ahead across
+    epochs, while the order stays a function of (seed, epoch) and the step resumed at."""
+
+    def shares() -> Iterator[Sequence[int]]:
+        for epoch in range(step // per_epoch, config.epochs):
+            order = epoch_order(len(train), config.seed, epoch)
+            first = max(0, step - epoch * per_epoch)  # mid-epoch when resuming
+            for index in range(first, per_epoch):
+                chunk = order[index * batch_size : (index + 1) * batch_size]
+                yield distributed.share(chunk, batch_size)
+
+    return batches(train, shares(), collate, workers=workers)
 
 
 def _resume(
