@@ -2,7 +2,7 @@
 
     python benchmarks/streaming.py --rows 3000 30000 300000 --workers 0 1 2 [--steps 40]
 
-Writes a synthetic manifest of N image + text rows (256 distinct 32 x 32 PNG images, each
+Writes a synthetic Parquet manifest of N image + text rows (256 distinct 32 x 32 PNG images, each
 row naming one, with a caption and a 10-class label), then, for each size and path, runs a
 fresh process that prepares the data (in memory: every sample loaded; streaming: every row
 checked, none kept) and trains --steps steps of a small image + text model, reading batches
@@ -22,13 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 IMAGES = 256
 
 
 def write_manifest(root: Path, rows: int) -> Path:
-    """root/manifest-N.csv over root/images/*.png (written once)."""
+    """root/manifest-N.parquet over root/images/*.png (written once)."""
     images = root / "images"
     if not images.exists():
         images.mkdir(parents=True)
@@ -37,17 +39,21 @@ def write_manifest(root: Path, rows: int) -> Path:
             pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
             pixels[:, :, i % 3] = 25 * (i % 10)  # the label shows in one channel
             Image.fromarray(pixels).save(images / f"{i:03d}.png")
-    path = root / f"manifest-{rows}.csv"
+    path = root / f"manifest-{rows}.parquet"
     if not path.exists():
         words = ["red", "blue", "small", "large", "circle", "square", "left", "right"]
         rng_text = random.Random(0)
-        lines = ["id,image,caption,label,split"]
+        columns: dict[str, list[str]] = {"id": [], "image": [], "caption": [], "label": []}
         for row in range(rows):
             image = rng_text.randrange(IMAGES)
-            caption = " ".join(rng_text.choice(words) for _ in range(6))
-            split = "train" if row % 10 < 8 else ("val" if row % 10 == 8 else "test")
-            lines.append(f"{row},images/{image:03d}.png,{caption},c{image % 10},{split}")
-        path.write_text("\n".join(lines) + "\n")
+            columns["id"].append(str(row))
+            columns["image"].append(f"images/{image:03d}.png")
+            columns["caption"].append(" ".join(rng_text.choice(words) for _ in range(6)))
+            columns["label"].append(f"c{image % 10}")
+        splits = [
+            "train" if r % 10 < 8 else ("val" if r % 10 == 8 else "test") for r in range(rows)
+        ]
+        pq.write_table(pa.table({**columns, "split": splits}), path)
     return path
 
 
