@@ -50,7 +50,7 @@ class TableRows(Sequence[dict[str, Any]]):
         return {name: column[index].as_py() for name, column in cells}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.table.to_batches():
+        for batch in self.table.to_batches(max_chunksize=4096):  # a few dicts at a time
             yield from batch.to_pylist()
 
 
