@@ -1,7 +1,9 @@
 """From a config to preprocessed samples: resolve the manifest, split, fit, load.
 
-Samples are loaded once into memory (files read in a thread pool, with a progress bar);
-every bad cell stops loading with a message naming the manifest row and column.
+Every row is read once before training (files in a thread pool, with a progress bar), each bad
+one collected with a message naming its manifest row and column; the samples are kept in
+memory, or, streaming (`data.stream`), read again from their files at each use by DataLoader
+workers (`SampleSet`, `batches`).
 """
 
 from __future__ import annotations
