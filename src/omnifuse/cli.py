@@ -468,6 +468,33 @@ def data_coco(annotations: Path, images: Path, out: Path, per: str, split: str |
     click.echo(json.dumps({"manifest": str(out), "rows": len(read_manifest(path).rows)}))
 
 
+@data.command("shard")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--config", "config_source", required=True, help="The run config (or preset:NAME).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
+@click.option("--rows-per-shard", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Leave out unusable rows (listed in shards.json).")
+def data_shard(
+    manifest: Path, config_source: str, out: Path, rows_per_shard: int, skip_bad: bool
+) -> None:
+    """Preprocess every row of MANIFEST as CONFIG reads it (statistics fitted on its training
+    split) into Arrow IPC shards in --out; train from them with `data: {shards: DIR}`.
+
+    Example: omnifuse data shard data/manifest.parquet --config run.yaml --out data/shards
+    """
+    from omnifuse.config import parse_config, read_config_file
+    from omnifuse.data.shards import write_shards
+
+    raw = read_config_file(config_source)
+    source = {k: v for k, v in raw.get("data", {}).items() if k not in ("dataset", "shards")}
+    raw["data"] = {**source, "manifest": str(manifest)}
+    meta = write_shards(
+        parse_config(raw, config_source), out, rows_per_shard=rows_per_shard, skip_bad=skip_bad
+    )
+    counts = {split: len(info["rows"]) for split, info in meta["splits"].items()}
+    click.echo(json.dumps({"shards": str(out), "rows": counts, "skipped": len(meta["skipped"])}))
+
+
 @data.command("validate")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(

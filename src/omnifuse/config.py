@@ -127,6 +127,9 @@ class DataConfig(StrictModel):
 
     manifest: Path | None = None
     dataset: Component | None = None
+    # a folder written by `omnifuse data shard`: its preprocessed samples, splits and fitted
+    # statistics (the split options below were applied when it was written)
+    shards: Path | None = None
     split_column: str = "split"
     val_fraction: float = Field(0.1, ge=0, lt=1)  # used when the manifest has no split column
     test_fraction: float = Field(0.1, ge=0, lt=1)
@@ -153,8 +156,8 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.manifest is None) == (self.dataset is None):
-            raise ValueError("set exactly one of 'manifest' and 'dataset'")
+        if [self.manifest, self.dataset, self.shards].count(None) != 2:
+            raise ValueError("set exactly one of 'manifest', 'dataset' and 'shards'")
         return self
 
 

@@ -205,8 +205,29 @@ class SampleSet(Sequence[Sample]):
             {n: m for n, m in self.readers.modalities.items() if n in modalities},
             self.readers.tasks,
         )
-        loaded = None if self.loaded is None else [s.only(modalities) for s in self.loaded]
+        loaded = None if self.loaded is None else _Only(self.loaded, modalities)
         return SampleSet(self.manifest, self.rows, readers, loaded)
+
+
+class _Only(Sequence[Sample]):
+    """Samples seeing only some modalities, each made so when it is asked for."""
+
+    def __init__(self, samples: Sequence[Sample], modalities: Sequence[str]) -> None:
+        self.samples, self.modalities = samples, modalities
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [s.only(self.modalities) for s in self.samples[index]]
+        return self.samples[index].only(self.modalities)
 
 
 def batches(

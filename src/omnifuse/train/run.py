@@ -27,6 +27,7 @@ from omnifuse.data.dataset import (
     reuse_fitted,
     subsample,
 )
+from omnifuse.data.shards import open_shards
 from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate, predict
 from omnifuse.eval.plots import plot_confusion, plot_training
@@ -86,6 +87,8 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     A row that cannot be used stops everything with a BadRowsError naming it, unless
     `skip_bad`: then it is left out and listed in `Prepared.skipped`.
     """
+    if config.data.shards is not None:
+        return _from_shards(config)
     manifest, indices = read_splits(config)
     if config.train.init is not None:
         config = reuse_fitted(config, saved_config(config.train.init))
@@ -130,6 +133,29 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
         rows=indices,
         notes=notes,
         skipped=bad,
+    )
+
+
+def _from_shards(config: RunConfig) -> Prepared:
+    """The splits of `data.shards`, already preprocessed (`omnifuse data shard`)."""
+    if config.train.init is not None:
+        config = reuse_fitted(config, saved_config(config.train.init))
+    shards = open_shards(config)
+    readers = Readers.of(shards.config)
+    splits = {
+        name: SampleSet(shards.manifest, shards.rows[name], readers, samples)
+        for name, samples in shards.splits.items()
+    }
+    if not splits["train"]:
+        raise DataError(f"{config.data.shards}: no rows in the training split")
+    return Prepared(
+        config=shards.config,
+        splits=splits,
+        collate=readers.collate(),
+        manifest=shards.manifest,
+        rows=shards.rows,
+        notes=shards.notes,
+        skipped=shards.skipped,
     )
 
 
