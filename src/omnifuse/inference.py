@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from omnifuse.data.dataset import BadRowsError, Readers, load_samples, read_splits
+from omnifuse.data.shards import open_shards
 from omnifuse.errors import DataError
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.eval.zero_shot import PLACEHOLDER, zero_shot
@@ -75,16 +76,21 @@ def evaluate_saved(
     data it was trained with. With `zero_shot` (a column of class labels), also zero-shot
     classification of that column through the model's alignment task with a text modality
     (`zero_shot_column`), under the key "zero_shot"."""
-    if data is not None:
-        manifest = read_manifest(data)
-        rows = list(range(len(manifest.rows)))
-    else:
-        manifest, splits = read_splits(model.config)
-        rows = splits[split]
     readers = Readers.of(model.config)
-    samples, bad = load_samples(manifest, rows, readers)
-    if bad:
-        raise BadRowsError(manifest, bad)
+    if data is None and model.config.data.shards is not None:  # trained from shards: read them
+        shards = open_shards(model.config)
+        manifest, rows = shards.manifest, shards.rows[split]
+        samples: Sequence[Sample] = shards.splits[split]
+    else:
+        if data is not None:
+            manifest = read_manifest(data)
+            rows = list(range(len(manifest.rows)))
+        else:
+            manifest, splits = read_splits(model.config)
+            rows = splits[split]
+        samples, bad = load_samples(manifest, rows, readers)
+        if bad:
+            raise BadRowsError(manifest, bad)
     if not samples:
         raise DataError(f"{manifest.path.name}: no rows to evaluate on")
     collate = readers.collate()

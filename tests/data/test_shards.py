@@ -17,6 +17,8 @@ from omnifuse.cli import cli
 from omnifuse.config import parse_config
 from omnifuse.data.shards import ShardSamples, open_shards
 from omnifuse.errors import ConfigError, DataError
+from omnifuse.inference import evaluate_saved
+from omnifuse.model import OmnifuseModel
 from omnifuse.train.run import prepare, run
 from tests.conftest import tiny_config
 
@@ -57,6 +59,9 @@ def test_training_from_shards_gives_the_manifest_metrics(world: Path, shards: Pa
     sharded = run(from_shards(shards), tmp_path / "sharded", progress=False)
     assert sharded["tasks"] == direct["tasks"]
     assert sharded["splits"] == direct["splits"]
+    # the saved model evaluates on the shards it was trained from
+    saved = OmnifuseModel.from_pretrained(tmp_path / "sharded")
+    assert evaluate_saved(saved)["tasks"] == sharded["tasks"]
 
 
 def test_samples_read_from_shards_are_the_loaded_ones(world: Path, shards: Path):

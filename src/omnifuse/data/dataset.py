@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omnifuse.config import DataConfig, RunConfig
-from omnifuse.errors import DataError
+from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality
@@ -42,7 +42,8 @@ def resolve_manifest(data: DataConfig, *, progress: bool = False) -> Path:
     """The manifest path: as configured, or a built-in dataset generated once into the cache."""
     if data.manifest is not None:
         return data.manifest
-    assert data.dataset is not None
+    if data.dataset is None:
+        raise ConfigError("data: a run from shards reads them, not a manifest (data.shards)")
     options = DATASETS.validate(data.dataset.type, data.dataset.options, "data.dataset")
     # The package's and the dataset's versions are in the key: either may change what is built.
     key_text = json.dumps(
