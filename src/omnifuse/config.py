@@ -142,6 +142,12 @@ class DataConfig(StrictModel):
     # is bounded by the batches in flight, not by the dataset (every row is still checked
     # once before training)
     stream: bool = False
+    # the most training rows whose files a modality reads to fit its statistics (a seeded
+    # sample of the rows that have it; videos 64 at most); label lists and column statistics
+    # read every training row's cell, which needs no file
+    fit_rows: int = Field(256, ge=1)
+    # fitted: how many files each modality's statistics were fitted on
+    fitted_on: dict[str, int] | None = None
     # processes reading samples when streaming; None: one per core but one, at most 4
     workers: int | None = Field(None, ge=0)
 

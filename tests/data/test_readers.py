@@ -35,3 +35,15 @@ def test_prepare_and_validate_build_no_module(world: Path, no_modules: None):
     assert set(batch.targets) == {"caption", "scene", "score"}
     _, bad = validate_manifest(world, config)
     assert bad == []
+
+
+def test_statistics_are_fitted_on_a_bounded_recorded_sample(world: Path):
+    data = tiny_config(world)
+    data["data"]["fit_rows"] = 10
+    prepared = prepare(parse_config(data), progress=False)
+    # files read per modality; text and tabular statistics read the manifest cells only
+    assert prepared.config.data.fitted_on == {"audio": 10, "image": 10, "tabular": 0, "text": 0}
+    everything = prepare(parse_config(tiny_config(world)), progress=False)
+    assert everything.config.data.fitted_on is not None
+    assert everything.config.data.fitted_on["image"] > 100  # the training rows with an image
+    assert prepared.config.modalities["image"].mean != everything.config.modalities["image"].mean

@@ -98,9 +98,12 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
     """
     data = config.model_dump(mode="json")
     readers = Readers.of(config)
+    fitted_on = {}
     for name, modality in readers.modalities.items():
-        fitted = modality.fit(manifest, train)
+        fitted = modality.fit(manifest, train, files=config.data.fit_rows)
         _fill_unset(data["modalities"][name], fitted.model_dump(mode="json"))
+        fitted_on[name] = modality.files_read
+    _fill_unset(data["data"], {"fitted_on": fitted_on})
     for name, task in readers.tasks.items():
         _fill_unset(data["model"]["tasks"][name], task.fit(manifest, train))
     return RunConfig.model_validate(data).check()

@@ -155,10 +155,10 @@ class AudioModality(Modality[AudioConfig]):
         std = self.config.std if self.config.std is not None else 1.0
         return (self.read(value, root) - mean) / std
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> AudioConfig:
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> AudioConfig:
         if self.config.features == "waveform":
             return self.config
-        spectra = self.read_some(manifest, rows)
+        spectra = self.read_some(manifest, rows, files)
         if not spectra:
             return self.config
         frames = torch.cat([s.flatten() for s in spectra])

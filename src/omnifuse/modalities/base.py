@@ -73,6 +73,7 @@ class Modality(ABC, Generic[C]):
     def __init__(self, name: str, config: C) -> None:
         self.name = name
         self.config = config
+        self.files_read = 0  # by the last fit, to fit statistics
 
     @property
     def column(self) -> str:
@@ -93,9 +94,9 @@ class Modality(ABC, Generic[C]):
         """Preprocess one present cell; raise DataError naming the column on bad input."""
         raise NotImplementedError
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> C:
-        """The config with statistics fitted on the training rows; kinds without any return it
-        as is."""
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> C:
+        """The config with statistics fitted on the training rows, reading at most `files` of
+        their files (`read_some`); kinds without any return it as is."""
         return self.config
 
     def notes(self) -> dict[str, Any]:
@@ -109,11 +110,14 @@ class Modality(ABC, Generic[C]):
         """One cell before normalisation; kinds that fit statistics on their files define it."""
         raise NotImplementedError
 
-    def read_some(self, manifest: Manifest, rows: Sequence[int], limit: int = 256) -> list[Tensor]:
-        """`read` on up to `limit` of `rows` (a seeded choice) where this modality is present."""
+    def read_some(self, manifest: Manifest, rows: Sequence[int], limit: int) -> list[Tensor]:
+        """`read` on up to `limit` of `rows` (a seeded choice) where this modality is present;
+        how many were read is kept in `files_read`."""
         present = [i for i in rows if not is_missing(manifest.rows[i].get(self.column))]
         chosen = sorted(random.Random(0).sample(present, min(limit, len(present))))
-        return manifest.readable(chosen, lambda row: self.read(row[self.column], manifest.root))
+        read = manifest.readable(chosen, lambda row: self.read(row[self.column], manifest.root))
+        self.files_read = len(read)
+        return read
 
     def cell(self, path: Path) -> Any:
         """A loose file given to this kind (see `suffixes`) as a manifest cell: its path."""

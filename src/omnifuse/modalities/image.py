@@ -82,10 +82,10 @@ class ImageModality(Modality[ImageConfig]):
         image = self.read(value, root)
         return (image - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> ImageConfig:
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> ImageConfig:
         if self.config.normalize == "imagenet":
             return self.config
-        images = self.read_some(manifest, rows)
+        images = self.read_some(manifest, rows, files)
         if not images:
             return self.config
         pixels = torch.stack(images).transpose(0, 1).flatten(1)  # (channels, pixels)

@@ -81,7 +81,7 @@ class TabularModality(Modality[TabularConfig]):
                 codes.append(known.index(cell) + 2 if cell in known else UNKNOWN)
         return torch.tensor(numbers + codes, dtype=torch.float32)
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> TabularConfig:
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> TabularConfig:
         stats = {}
         for column in self.config.numeric:
             numbers = manifest.readable(rows, partial(self.number, column=column))

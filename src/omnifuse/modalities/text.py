@@ -126,7 +126,7 @@ class TextModality(Modality[TextConfig]):
     def notes(self) -> dict[str, Any]:
         return self.truncations.notes()
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> TextConfig:
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> TextConfig:
         if self.config.tokenizer == "bytes" or self.config.merges is not None:
             return self.config
         texts = []

@@ -112,8 +112,8 @@ class TimeSeriesModality(Modality[TimeSeriesConfig]):
     def notes(self) -> dict[str, Any]:
         return self.truncations.notes()
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> TimeSeriesConfig:
-        series = self.read_some(manifest, rows)
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> TimeSeriesConfig:
+        series = self.read_some(manifest, rows, files)
         if not series:
             return self.config
         channels = self.config.channels or series[0].shape[0]

@@ -113,8 +113,8 @@ class VideoModality(Modality[VideoConfig]):
         std = torch.tensor(self.config.std or [0.25] * 3).view(3, 1, 1, 1)
         return (self.read(value, root) - mean) / std
 
-    def fit(self, manifest: Manifest, rows: Sequence[int]) -> VideoConfig:
-        videos = self.read_some(manifest, rows, limit=64)
+    def fit(self, manifest: Manifest, rows: Sequence[int], *, files: int = 256) -> VideoConfig:
+        videos = self.read_some(manifest, rows, min(files, 64))  # a video is frames x size^2
         if not videos:
             return self.config
         pixels = torch.stack(videos).transpose(0, 1).flatten(1)  # (3, pixels)
