@@ -68,7 +68,7 @@ def test_component_shorthand_is_a_type_name(tmp_path: Path):
         ),
         (
             lambda d: d["data"].update(dataset={"type": "world"}),
-            "data: Value error, set exactly one of 'manifest' and 'dataset'",
+            "data: Value error, set exactly one of 'manifest', 'dataset' and 'shards'",
         ),
         (
             lambda d: d["modalities"]["image"].pop("kind"),
