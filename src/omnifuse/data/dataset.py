@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -170,7 +171,33 @@ def load_samples(
     return samples, bad
 
 
-class SampleSet(Sequence[Sample]):
+class LazySamples(Sequence[Sample]):
+    """Samples made when they are asked for: an index gives one (`sample`), a slice a list."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def sample(self, index: int) -> Sample:
+        """Sample `index`, 0 <= index < len(self)."""
+
+    @overload
+    def __getitem__(self, index: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Sample]: ...
+
+    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
+        if isinstance(index, slice):
+            return [self.sample(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.sample(index)
+
+
+class SampleSet(LazySamples):
     """The samples of some manifest rows: held in memory (`loaded`) or read from their files
     each time they are asked for (streaming: memory bounded by what is asked at once). An
     index gives one sample, a slice a list of them; `batches` reads them in worker processes."""
@@ -187,15 +214,7 @@ class SampleSet(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.rows)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def sample(self, index: int) -> Sample:
         if self.loaded is not None:
             return self.loaded[index]
         read = read_row(self.manifest, self.rows[index], self.readers)
@@ -213,7 +232,7 @@ class SampleSet(Sequence[Sample]):
         return SampleSet(self.manifest, self.rows, readers, loaded)
 
 
-class _Only(Sequence[Sample]):
+class _Only(LazySamples):
     """Samples seeing only some modalities, each made so when it is asked for."""
 
     def __init__(self, samples: Sequence[Sample], modalities: Sequence[str]) -> None:
@@ -222,15 +241,7 @@ class _Only(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [s.only(self.modalities) for s in self.samples[index]]
+    def sample(self, index: int) -> Sample:
         return self.samples[index].only(self.modalities)
 
 

@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,7 @@ from omnifuse.config import RunConfig
 from omnifuse.data.dataset import (
     BadRow,
     BadRowsError,
+    LazySamples,
     Readers,
     fit_config,
     load_samples,
@@ -229,7 +230,7 @@ def _task_targets(config: RunConfig, written: RunConfig, folder: Path) -> RunCon
     return RunConfig.model_validate(data).check()
 
 
-class ShardSamples(Sequence[Sample]):
+class ShardSamples(LazySamples):
     """The samples of one split's shard files, memory-mapped: a sample is decoded from its
     row when it is asked for."""
 
@@ -255,17 +256,7 @@ class ShardSamples(Sequence[Sample]):
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    @overload
-    def __getitem__(self, index: int) -> Sample: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Sample]: ...
-
-    def __getitem__(self, index: int | slice) -> Sample | list[Sample]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def sample(self, index: int) -> Sample:
         shard = int(np.searchsorted(self.starts, index, side="right")) - 1
         row = self.tables[shard].slice(index - int(self.starts[shard]), 1).to_pylist()[0]
         return Sample(
