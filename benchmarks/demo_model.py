@@ -40,7 +40,7 @@ def main() -> None:
     model = OmnifuseModel.build(prepared.config)
     batch_size = prepared.config.train.batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    order = epoch_order(len(samples), seed=0, epoch=0) * (
+    order = epoch_order(len(samples), seed=0, epoch=0).tolist() * (
         args.steps * batch_size // len(samples) + 1
     )
     # collate up front: time the model, not the collate

@@ -474,11 +474,23 @@ def data_coco(annotations: Path, images: Path, out: Path, per: str, split: str |
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Leave out unusable rows (listed in shards.json).")
+@click.option(
+    "--features",
+    is_flag=True,
+    help="Store frozen pretrained backbones' output tokens instead of their inputs.",
+)
 def data_shard(
-    manifest: Path, config_source: str, out: Path, rows_per_shard: int, skip_bad: bool
+    manifest: Path,
+    config_source: str,
+    out: Path,
+    rows_per_shard: int,
+    skip_bad: bool,
+    features: bool,
 ) -> None:
     """Preprocess every row of MANIFEST as CONFIG reads it (statistics fitted on its training
-    split) into Arrow IPC shards in --out; train from them with `data: {shards: DIR}`.
+    split) into Arrow IPC shards in --out; train from them with `data: {shards: DIR}`. With
+    --features, each modality whose encoder is a frozen pretrained backbone (`train: none`)
+    is stored as that backbone's features, so training from the shards never runs it.
 
     Example: omnifuse data shard data/manifest.parquet --config run.yaml --out data/shards
     """
@@ -489,10 +501,15 @@ def data_shard(
     source = {k: v for k, v in raw.get("data", {}).items() if k not in ("dataset", "shards")}
     raw["data"] = {**source, "manifest": str(manifest)}
     meta = write_shards(
-        parse_config(raw, config_source), out, rows_per_shard=rows_per_shard, skip_bad=skip_bad
+        parse_config(raw, config_source),
+        out,
+        rows_per_shard=rows_per_shard,
+        skip_bad=skip_bad,
+        features=features,
     )
     counts = {split: len(info["rows"]) for split, info in meta["splits"].items()}
-    click.echo(json.dumps({"shards": str(out), "rows": counts, "skipped": len(meta["skipped"])}))
+    summary = {"shards": str(out), "rows": counts, "skipped": len(meta["skipped"])}
+    click.echo(json.dumps(summary | {"features": sorted(meta["features"])}))
 
 
 @data.command("validate")

@@ -195,6 +195,10 @@ class TrainConfig(StrictModel):
     seed: int = 0
     checkpoint_every: int = Field(100, ge=0)  # steps between checkpoints (0: epoch ends only)
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    # how several processes (torchrun) share the model: ddp, a whole copy on each, gradients
+    # averaged; fsdp, each encoder's weights sharded over the ranks (FSDP2 fully_shard) and
+    # gathered only for its forward and backward. Unused in a single process.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     # a saved model (a run's --out folder) to start from: every weight whose name and shape
     # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
     init: Path | None = None

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from omnifuse.data.dataset import BadRowsError, Readers, load_samples, read_splits
-from omnifuse.data.shards import open_shards
-from omnifuse.errors import DataError
+from omnifuse.data.shards import open_shards, read_features
+from omnifuse.errors import ConfigError, DataError
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.eval.zero_shot import PLACEHOLDER, zero_shot
 from omnifuse.interfaces import Sample
@@ -77,10 +77,19 @@ def evaluate_saved(
     classification of that column through the model's alignment task with a text modality
     (`zero_shot_column`), under the key "zero_shot"."""
     readers = Readers.of(model.config)
+    collate = readers.collate()
     if data is None and model.config.data.shards is not None:  # trained from shards: read them
         shards = open_shards(model.config)
         manifest, rows = shards.manifest, shards.rows[split]
         samples: Sequence[Sample] = shards.splits[split]
+        collate = shards.collate()
+        read_features(model, shards.features)
+        stored = [n for n in shards.features if model.config.modalities[n].kind == "text"]
+        if zero_shot and stored:
+            raise ConfigError(
+                f"--zero-shot: the shards hold {stored[0]}'s backbone features, not its texts, "
+                "and class names are read as texts: evaluate on a manifest (--data)"
+            )
     else:
         if data is not None:
             manifest = read_manifest(data)
@@ -93,7 +102,6 @@ def evaluate_saved(
             raise BadRowsError(manifest, bad)
     if not samples:
         raise DataError(f"{manifest.path.name}: no rows to evaluate on")
-    collate = readers.collate()
     where = str(data) if data is not None else f"{split} split"
     # zero-shot first: its errors (no such column, no text to read class names) come early
     zero = (

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,14 @@ from omnifuse.data.dataset import (
     reuse_fitted,
 )
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.interfaces import Sample
+from omnifuse.interfaces import Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest
+from omnifuse.model import OmnifuseModel
+from omnifuse.pretrained.encoder import PretrainedEncoder
 
 META_FILE = "shards.json"
 FORMAT = 1  # bump when the layout changes
+FEATURE_BATCH = 64  # samples a backbone reads at once when storing its features
 
 
 def write_shards(
@@ -55,16 +58,20 @@ def write_shards(
     *,
     rows_per_shard: int = 4096,
     skip_bad: bool = False,
+    features: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit `config` on its manifest's training split, preprocess every row and write the
     shards to `out`; returns what `shards.json` records. A bad row stops it with a
-    BadRowsError, unless `skip_bad` (then it is left out and listed)."""
+    BadRowsError, unless `skip_bad` (then it is left out and listed). With `features`, each
+    modality whose encoder is a frozen pretrained backbone is stored as that backbone's
+    output tokens, so that training from the shards never runs it."""
     if out.exists():
         raise DataError(f"{out}: already exists; choose another --out")
     manifest, indices = read_splits(config)
     config = fit_config(config, manifest, indices["train"])
     readers = Readers.of(config)
+    backbones = _frozen_encoders(config, readers) if features else {}
     partial = out.with_name(f".{out.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -73,7 +80,7 @@ def write_shards(
     try:
         for split, rows in indices.items():
             splits[split], rejected = _write_split(
-                partial, split, manifest, rows, readers, rows_per_shard, bar
+                partial, split, manifest, rows, readers, backbones, rows_per_shard, bar
             )
             bad += rejected
         if bad and not skip_bad:
@@ -85,7 +92,10 @@ def write_shards(
             "splits": splits,
             "skipped": [{"row": r.index + 1, "where": r.where, "problem": r.problem} for r in bad],
             "notes": {n: note for n, m in readers.modalities.items() if (note := m.notes())},
-            "dtypes": _dtypes(readers),
+            "dtypes": _dtypes(readers) | {f"input.{n}": "float32" for n in backbones},
+            "features": {
+                n: {"width": e.width, "backbone": e.fingerprint()} for n, e in backbones.items()
+            },
         }
         (partial / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(partial, out)
@@ -101,6 +111,7 @@ def _write_split(
     manifest: Manifest,
     rows: Sequence[int],
     readers: Readers,
+    backbones: dict[str, PretrainedEncoder],
     rows_per_shard: int,
     bar: tqdm,
 ) -> tuple[dict[str, Any], list[BadRow]]:
@@ -113,6 +124,7 @@ def _write_split(
         samples, rejected = load_samples(manifest, chunk, readers)
         bad += rejected
         good = [i for i in chunk if i not in {r.index for r in rejected}]
+        samples = _with_features(samples, readers, backbones)
         name = f"{split}-{len(files):05d}.arrow"
         table = _table(samples, good, readers)
         with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
@@ -121,6 +133,43 @@ def _write_split(
         kept += good
         bar.update(len(chunk))
     return {"files": files, "rows": kept}, bad
+
+
+def _frozen_encoders(config: RunConfig, readers: Readers) -> dict[str, PretrainedEncoder]:
+    """The modalities whose encoder is a frozen pretrained backbone, with that encoder."""
+    found = {}
+    for name, modality in readers.modalities.items():
+        encoder = modality.build_encoder(config.model.dim)
+        if isinstance(encoder, PretrainedEncoder) and encoder.frozen:
+            found[name] = encoder.eval()
+    if not found:
+        raise ConfigError(
+            "--features: no modality has a frozen pretrained encoder (a pretrained encoder "
+            "with train: none), whose features could be stored"
+        )
+    return found
+
+
+def _with_features(
+    samples: list[Sample], readers: Readers, backbones: dict[str, PretrainedEncoder]
+) -> list[Sample]:
+    """`samples` with each of `backbones`' modalities replaced by its backbone's tokens,
+    stored transposed (width, n) so that batches pad them on their last axis like any input."""
+    if not backbones:
+        return samples
+    stored: dict[str, list[Tensor | None]] = {}
+    for name, encoder in backbones.items():
+        stack = Collate({name: readers.modalities[name].template()}, {})
+        stored[name] = []
+        for start in range(0, len(samples), FEATURE_BATCH):
+            part = samples[start : start + FEATURE_BATCH]
+            batch = stack([Sample(s.id, {name: s.inputs[name]}, {}) for s in part])
+            found = encoder.features(batch.inputs[name], batch.lengths[name])
+            stored[name] += [None if f is None else f.T.contiguous() for f in found]
+    return [
+        replace(s, inputs=s.inputs | {n: values[i] for n, values in stored.items()})
+        for i, s in enumerate(samples)
+    ]
 
 
 def _table(samples: list[Sample], rows: list[int], readers: Readers) -> pa.Table:
@@ -168,6 +217,31 @@ class Shards:
     rows: dict[str, list[int]]
     notes: dict[str, dict[str, Any]]
     skipped: list[BadRow]
+    features: dict[str, dict[str, Any]]  # modality -> width, backbone: stored as features
+
+    def collate(self) -> Collate:
+        """The collate of the config, with (width, 1) templates for stored features."""
+        collate = Readers.of(self.config).collate()
+        for name, stored in self.features.items():
+            collate.templates[name] = torch.zeros(stored["width"], 1)
+        return collate
+
+
+def read_features(model: OmnifuseModel, features: dict[str, dict[str, Any]]) -> None:
+    """Make the encoders of the modalities stored as features (`data shard --features`) read
+    them, not run their backbones; the backbone must be the one that computed them."""
+    for name, stored in features.items():
+        if name not in model.encoders:
+            continue  # a model that does not see this modality (a single-modality baseline)
+        encoder = model.encoders[name]
+        if not (isinstance(encoder, PretrainedEncoder) and encoder.frozen) or (
+            encoder.fingerprint() != stored["backbone"]
+        ):
+            raise ConfigError(
+                f"modalities.{name}.encoder: the shards hold features of another backbone "
+                f"({stored['backbone']}); write them again for this model"
+            )
+        encoder.precomputed = True
 
 
 def open_shards(config: RunConfig) -> Shards:
@@ -195,7 +269,9 @@ def open_shards(config: RunConfig) -> Shards:
     }
     skipped = [BadRow(r["row"] - 1, r["where"], r["problem"]) for r in meta["skipped"]]
     rows = {split: info["rows"] for split, info in meta["splits"].items()}
-    return Shards(config, read_manifest(meta["manifest"]), splits, rows, meta["notes"], skipped)
+    features = meta.get("features", {})
+    manifest = read_manifest(meta["manifest"])
+    return Shards(config, manifest, splits, rows, meta["notes"], skipped, features)
 
 
 def _meta(folder: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from omnifuse import ranks
 from omnifuse.data.dataset import batches
 from omnifuse.interfaces import Collate, Sample
 from omnifuse.model import OmnifuseModel
@@ -30,23 +32,45 @@ def predict(
     *,
     batch_size: int = 256,
     workers: int = 0,
+    across_ranks: bool = False,
 ) -> dict[str, Predictions]:
-    """Every task's predictions and targets over `samples`, read by `workers` processes."""
+    """Every task's predictions and targets over `samples`, read by `workers` processes.
+
+    With `across_ranks` every rank of torch.distributed calls this: each predicts its own
+    part of `samples`, and each receives all parts, in the order of `samples`, so that the
+    metrics computed from them are those of one process predicting everything."""
     model.eval()
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in model.tasks}
-    chunks = [
-        range(i, min(i + batch_size, len(samples))) for i in range(0, len(samples), batch_size)
-    ]
-    for batch in batches(samples, chunks, collate, workers=workers):
+    chunks = _chunks(len(samples), batch_size, across_ranks)
+    read = [chunk or range(1) for chunk in chunks]  # an empty chunk runs on a stand-in sample
+    for chunk, batch in zip(chunks, batches(samples, read, collate, workers=workers), strict=True):
         output = model(batch)
+        if not chunk:
+            continue
         for name, task in model.task_dict().items():
             keep = task.labelled(batch)
             target = task.evaluation_target(batch)
-            parts[name].append((output.outputs[name][keep], target[keep]))
+            parts[name].append((output.outputs[name][keep].cpu(), target[keep].cpu()))
+    if across_ranks:
+        every = ranks.everyone(parts)
+        parts = {name: [chunk for one in every for chunk in one[name]] for name in parts}
     return {
         name: Predictions(_cat([p for p, _ in chunks]), _cat([t for _, t in chunks]))
         for name, chunks in parts.items()
     }
+
+
+def _chunks(size: int, batch_size: int, across_ranks: bool) -> list[range]:
+    """The batches of sample indices to predict: all of them in batches of `batch_size`, or
+    (`across_ranks`) this rank's part, in as many batches as every other rank's, some
+    perhaps empty: a model sharded by FSDP gathers its weights in every forward, which each
+    rank must run alike."""
+    if not across_ranks or not size:
+        return [range(i, min(i + batch_size, size)) for i in range(0, size, batch_size)]
+    mine = ranks.part(size)
+    largest = math.ceil(size / ranks.world())  # the parts differ by one sample at most
+    count = math.ceil(largest / batch_size)
+    return [mine[len(mine) * k // count : len(mine) * (k + 1) // count] for k in range(count)]
 
 
 def _cat(chunks: list[Tensor]) -> Tensor:
@@ -65,8 +89,11 @@ def evaluate(
     *,
     batch_size: int = 256,
     workers: int = 0,
+    across_ranks: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} over `samples`."""
-    predictions = predict(model, samples, collate, batch_size=batch_size, workers=workers)
+    """{task: {metric: value}} over `samples` (split over the ranks with `across_ranks`)."""
+    predictions = predict(
+        model, samples, collate, batch_size=batch_size, workers=workers, across_ranks=across_ranks
+    )
     tasks = model.task_dict()
     return {name: tasks[name].metrics(p.prediction, p.target) for name, p in predictions.items()}

@@ -90,6 +90,9 @@ class PretrainedEncoder(nn.Module):
         self.cache = FeatureCache() if cache and self.frozen else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._fingerprint: str | None = None
+        # reads features computed ahead (`omnifuse data shard --features`): inputs (B, width,
+        # N) and their lengths N, instead of the backbone's inputs; set by what reads them
+        self.precomputed = False
         # new weights make cached features stale
         self.register_load_state_dict_post_hook(lambda module, keys: module._weights_changed())
         self.train()
@@ -127,20 +130,39 @@ class PretrainedEncoder(nn.Module):
             self.cache.clear()
             self.cache.folder = None  # set again, for the new weights, on the next forward
 
-    def _cache_folder(self) -> Path | None:
-        """`cache_dir/<name>-<sha1 of the backbone weights>`: a folder per set of weights."""
-        if self.cache_dir is None:
-            return None
+    def fingerprint(self) -> str:
+        """A sha1 of the backbone's weights (16 hex digits): which features it computes."""
         if self._fingerprint is None:
             digest = hashlib.sha1()
             for key, value in sorted(self.backbone.state_dict().items()):
                 digest.update(key.encode())
                 digest.update(value.detach().cpu().contiguous().numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:16]
-        return self.cache_dir / f"{self.name}-{self._fingerprint}"
+        return self._fingerprint
+
+    def _cache_folder(self) -> Path | None:
+        """`cache_dir/<name>-<sha1 of the backbone weights>`: a folder per set of weights."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{self.name}-{self.fingerprint()}"
+
+    @torch.no_grad()
+    def features(self, x: Tensor, lengths: Tensor) -> list[Tensor | None]:
+        """The backbone's tokens (n_i, width) of each sample, None for an absent one: what a
+        frozen backbone gives every time, so they can be computed once and stored."""
+        present = (lengths > 0).nonzero().flatten().tolist()
+        found: list[Tensor | None] = [None] * x.shape[0]
+        computed = self._run(x, lengths, present) if present else []
+        for i, tokens in zip(present, computed, strict=True):
+            found[i] = tokens
+        return found
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
         present = (lengths > 0).nonzero().flatten().tolist()
+        if self.precomputed:  # (B, width, N): each sample's features, transposed and padded
+            stored = [x[i, :, : lengths[i]].T if lengths[i] > 0 else None for i in range(len(x))]
+            tokens, mask = self._pad(stored, x)
+            return Tokens(self.project(tokens), mask)
         features: list[Tensor | None] = [None] * x.shape[0]
         keys: dict[int, str] = {}
         if self.cache is not None:

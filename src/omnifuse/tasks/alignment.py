@@ -25,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnifuse import ranks
 from omnifuse.errors import ConfigError, OmnifuseError
 from omnifuse.interfaces import Batch
 from omnifuse.metrics import retrieval_metrics, retrieval_ranks
@@ -76,16 +77,11 @@ def siglip_loss(first: Tensor, second: Tensor, logit_scale: Tensor, bias: Tensor
     return siglip_terms(first, second, logit_scale, bias, slice(None)).mean()
 
 
-def distributed() -> bool:
-    """True when torch.distributed runs more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def gather(x: Tensor) -> tuple[Tensor, int]:
     """Every rank's rows of `x` (N_r, ...) concatenated in rank order, with gradients flowing
     back to each rank's own rows, and the offset of this rank's rows; `x` and 0 in a single
     process. Ranks may hold different numbers of rows (samples lacking a side are left out)."""
-    if not distributed():
+    if not ranks.active():
         return x, 0
     from torch.distributed.nn.functional import all_gather
 
@@ -118,7 +114,7 @@ class ContrastiveLoss(nn.Module):
             return None
         rows = slice(offset, offset + len(pairs))
         terms = self.terms(everyone[:, 0], everyone[:, 1], rows)
-        world = dist.get_world_size() if distributed() else 1
+        world = ranks.world()
         # + 0 * everyone: a rank without samples still runs the gather's backward
         return terms.sum() * world / len(everyone) + no_loss(everyone)
 

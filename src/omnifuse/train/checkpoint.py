@@ -1,6 +1,8 @@
 """Training checkpoints: one safetensors file holding the model, optimizer and RNG tensors,
 with the step, scheduler, Python/NumPy RNG states and history as JSON metadata. Written
-atomically (temporary file, then rename); loaded without pickle.
+atomically (temporary file, then rename); loaded without pickle. The model's and optimizer's
+states go through torch.distributed.checkpoint's state-dict API, keyed by parameter name and
+whole, so that one file serves a single process, DDP and FSDP alike.
 """
 
 from __future__ import annotations
@@ -17,58 +19,55 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
 
+from omnifuse import ranks
 from omnifuse.errors import OmnifuseError
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
-def _parameter_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The model's name for each parameter, in the optimizer's (index) order."""
+def _parameter_groups(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """The model's name for each parameter of each of the optimizer's groups."""
     names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
 
 
-def _flatten_optimizer(
-    state: dict[str, Any], names: list[str]
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Optimizer state as tensors keyed `optim/<parameter name>/<field>`, plus its JSON-able
-    rest; keyed by name, not position, so a mismatch is caught instead of misapplied."""
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state (keyed by parameter name) as tensors keyed `optim/<name>/<field>`,
+    plus its JSON-able rest; by name, not position, so a mismatch is caught, not misapplied."""
     tensors, scalars = {}, {}
-    for index, values in state["state"].items():
+    for name, values in state["state"].items():
         for field, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim/{names[index]}/{field}"] = value.detach().contiguous()
+                tensors[f"optim/{name}/{field}"] = value.detach().contiguous()
             else:
-                scalars[f"{names[index]}/{field}"] = value
-    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
+                scalars[f"{name}/{field}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(
-    tensors: dict[str, torch.Tensor], meta: dict[str, Any], names: list[str], sizes: list[int]
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], groups: list[list[str]]
 ) -> dict[str, Any]:
-    """The optimizer state dict for the current parameter order. `sizes` are the current
-    groups' lengths; torch pairs a saved group's params with the current group's by position,
-    so each group lists the current indices in the current order."""
-    index = {name: i for i, name in enumerate(names)}
-    starts = [sum(sizes[:g]) for g in range(len(sizes))]
-    current = [names[start : start + size] for start, size in zip(starts, sizes, strict=True)]
+    """The optimizer state keyed by parameter name, checked against the current `groups`."""
     saved = meta["param_groups"]
-    if len(saved) != len(current) or any(
-        set(g["params"]) != set(c) for g, c in zip(saved, current, strict=False)
+    if len(saved) != len(groups) or any(
+        set(g["params"]) != set(c) for g, c in zip(saved, groups, strict=False)
     ):
         raise KeyError("the parameters differ")
-    groups = [{**g, "params": [index[n] for n in c]} for g, c in zip(saved, current, strict=True)]
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim/"):
             _, name, field = key.split("/")
-            state.setdefault(index[name], {})[field] = value
+            state.setdefault(name, {})[field] = value
     for key, value in meta["scalars"].items():
         name, field = key.split("/")
-        state.setdefault(index[name], {})[field] = value
-    return {"state": state, "param_groups": groups}
+        state.setdefault(name, {})[field] = value
+    return {"state": state, "param_groups": saved}
 
 
 def save_checkpoint(
@@ -79,12 +78,19 @@ def save_checkpoint(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     step: int,
     history: dict[str, Any],
-) -> Path:
-    """Write `directory/checkpoint.safetensors` atomically; return its path."""
+) -> Path | None:
+    """Write `directory/checkpoint.safetensors` atomically; return its path. Under
+    torch.distributed every rank calls this (a model sharded by FSDP is gathered whole) and
+    rank 0 writes; the others return None."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights, optimizer_state = get_state_dict(model, optimizer, options=options)
+    if not ranks.main():
+        return None
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    names = _parameter_names(model, optimizer)
-    optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict(), names)
+    tensors = {
+        f"model.{k}": cast(torch.Tensor, v).detach().contiguous() for k, v in weights.items()
+    }
+    optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
     tensors |= optim_tensors
     tensors["rng.torch"] = torch.get_rng_state()
     numpy_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
@@ -126,21 +132,29 @@ def load_checkpoint(
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as error:
         raise OmnifuseError(f"{path}: not a readable omnifuse checkpoint ({error})") from None
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(weights), set(weights) - expected
     if missing or unexpected:
         raise OmnifuseError(
             f"{path}: the checkpoint does not match this run's model "
             f"(missing {len(missing)}, unexpected {len(unexpected)} weights)"
         )
-    names = _parameter_names(model, optimizer)
     try:
-        sizes = [len(group["params"]) for group in optimizer.param_groups]
-        state = _unflatten_optimizer(tensors, meta["optimizer"], names, sizes)
-        optimizer.load_state_dict(state)
-    except (KeyError, ValueError) as error:
+        state = _unflatten_optimizer(
+            tensors, meta["optimizer"], _parameter_groups(model, optimizer)
+        )
+    except KeyError as error:
         raise OmnifuseError(
             f"{path}: the optimizer state does not match this model: {error}"
         ) from None
+    options = StateDictOptions(full_state_dict=True)  # whole on every rank; FSDP shards it
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=cast(dict[str, Any], weights),
+        optim_state_dict=state,
+        options=options,
+    )
     schedule.load_state_dict(meta["schedule"])
     torch.set_rng_state(tensors["rng.torch"])
     version, values, gauss = meta["rng_python"]

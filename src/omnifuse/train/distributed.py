@@ -1,6 +1,6 @@
 """Training on many processes with PyTorch's own engine: the process group that `torchrun`
-describes in the environment, DistributedDataParallel around the model, each rank's share of
-every batch, and rank 0's say over everything written.
+describes in the environment, DistributedDataParallel (or FSDP2's `fully_shard`) around the
+model, each rank's share of every batch, and rank 0's say over everything written.
 
     torchrun --nproc-per-node 2 -m omnifuse train CONFIG --out DIR
 
@@ -8,7 +8,9 @@ Each rank reads its own rows of each global batch (`train.batch_size` over all r
 averages the gradients, which for losses that are means over equal shares (and for the
 alignment losses, which gather every rank's embeddings and scale by the world size) is the
 gradient of the global batch. Every rank holds the same weights, optimizer state and random
-generators, so rank 0's checkpoint resumes them all.
+generators, so rank 0's checkpoint resumes them all. With `train.strategy: fsdp` each
+encoder's weights and optimizer state are split over the ranks instead; the checkpoint
+gathers them whole, so it is the same file either way.
 """
 
 from __future__ import annotations
@@ -21,42 +23,28 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
+from omnifuse import ranks
 from omnifuse.errors import ConfigError
 from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 
 
-def active() -> bool:
-    """True when this process is one of several in an initialised process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if active() else 0
-
-
-def world() -> int:
-    return dist.get_world_size() if active() else 1
-
-
-def main() -> bool:
-    """True on the process that logs, checkpoints and writes reports (rank 0)."""
-    return rank() == 0
-
-
 @contextmanager
 def session() -> Iterator[None]:
-    """The process group `torchrun` sets up in the environment (WORLD_SIZE > 1): gloo on
-    CPU, NCCL when CUDA is there; nothing in a single process, or when a group exists."""
+    """The process group `torchrun` sets up in the environment (WORLD_SIZE > 1); nothing in
+    a single process, or when a group exists. gloo: models train on the CPU (NCCL, for CUDA
+    tensors, comes with a training device)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (
         dist.is_available() and dist.is_initialized()
     ):
         yield
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    dist.init_process_group("gloo", timeout=timedelta(minutes=30))
     try:
         yield
     finally:
@@ -65,27 +53,22 @@ def session() -> Iterator[None]:
 
 def share(chunk: Sequence[int], batch_size: int) -> Sequence[int]:
     """This rank's rows of a global batch: every world-th one, from its rank."""
-    if batch_size % world():
+    if batch_size % ranks.world():
         raise ConfigError(
-            f"train.batch_size: {batch_size} is not a multiple of the {world()} processes; "
+            f"train.batch_size: {batch_size} is not a multiple of the {ranks.world()} processes; "
             "each must get an equal share of every batch"
         )
-    return chunk[rank() :: world()]
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
+    return chunk[ranks.rank() :: ranks.world()]
 
 
 def mean(values: dict[str, Tensor]) -> dict[str, Tensor]:
     """Each scalar averaged over the ranks (the logged losses of the global batch)."""
-    if not active():
+    if not ranks.active():
         return values
     names = sorted(values)
     stacked = torch.stack([values[n].detach().float() for n in names])
     dist.all_reduce(stacked)
-    return dict(zip(names, (stacked / world()).unbind(), strict=True))
+    return dict(zip(names, (stacked / ranks.world()).unbind(), strict=True))
 
 
 class TrainingStep(nn.Module):
@@ -99,11 +82,56 @@ class TrainingStep(nn.Module):
         return self.model.training_forward(batch)
 
 
-def engine(model: OmnifuseModel) -> nn.Module:
+def engine(model: OmnifuseModel, strategy: str = "ddp") -> nn.Module:
     """What computes a training step's losses: the model's own step, or under
-    torch.distributed its DDP wrapper, whose backward averages the gradients over ranks."""
+    torch.distributed its DDP wrapper, whose backward averages the gradients over ranks, or
+    (`fsdp`) the step of the model sharded in place. Call it before making the optimizer:
+    sharding replaces the parameters."""
     step = TrainingStep(model)
-    if not active():
+    if not ranks.active():
+        return step
+    if strategy == "fsdp":
+        shard(model)
         return step
     # a batch can leave parts without a gradient (a decoder no task reads, a hidden modality)
     return DistributedDataParallel(step, find_unused_parameters=True)
+
+
+def shard(model: OmnifuseModel) -> None:
+    """FSDP2 over all ranks: each encoder one unit (its weights gathered for its forward and
+    backward, then freed), the rest (fusion, decoder, tasks, whose losses read their weights
+    after the forward) the root unit. FSDP cannot split a scalar (a logit scale, a task's
+    log-variance): those stay whole on every rank, their gradients averaged as DDP would."""
+    mesh = init_device_mesh("cpu", (ranks.world(),))
+    scalars = {p for p in model.parameters() if p.ndim == 0}
+    for encoder in model.encoders.values():
+        fully_shard(encoder, mesh=mesh, ignored_params=scalars)
+    fully_shard(model, mesh=mesh, ignored_params=scalars)
+    for scalar in scalars:
+        if scalar.requires_grad:
+            scalar.register_post_accumulate_grad_hook(_average_gradient)
+
+
+def _average_gradient(parameter: Tensor) -> None:
+    assert parameter.grad is not None
+    dist.all_reduce(parameter.grad)
+    parameter.grad /= ranks.world()
+
+
+def sharded(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)
+
+
+def whole(model: OmnifuseModel) -> OmnifuseModel:
+    """The model with all its weights in one process: itself, unless FSDP sharded it; then
+    (every rank taking part in gathering the weights) a plain copy on rank 0, for what rank 0
+    does alone (saving, figures, reports)."""
+    if not sharded(model):
+        return model
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    if not ranks.main():
+        return model
+    copy = OmnifuseModel.build(model.config)
+    copy.load_state_dict(weights)
+    return copy

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from omnifuse import ranks
 from omnifuse.config import RunConfig
 from omnifuse.data.dataset import (
     BadRow,
@@ -27,7 +28,7 @@ from omnifuse.data.dataset import (
     reuse_fitted,
     subsample,
 )
-from omnifuse.data.shards import open_shards
+from omnifuse.data.shards import open_shards, read_features
 from omnifuse.errors import DataError, OmnifuseError
 from omnifuse.eval.evaluate import evaluate, predict
 from omnifuse.eval.plots import plot_confusion, plot_training
@@ -66,6 +67,8 @@ class Prepared:
     rows: dict[str, list[int]]
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> loading notes
     skipped: list[BadRow] = field(default_factory=list)  # rows left out with skip_bad
+    # modality -> its stored backbone features (shards written with --features)
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def evaluation(self) -> str:
@@ -151,11 +154,12 @@ def _from_shards(config: RunConfig) -> Prepared:
     return Prepared(
         config=shards.config,
         splits=splits,
-        collate=readers.collate(),
+        collate=shards.collate(),
         manifest=shards.manifest,
         rows=shards.rows,
         notes=shards.notes,
         skipped=shards.skipped,
+        features=shards.features,
     )
 
 
@@ -189,13 +193,14 @@ def train(
             len(loaded),
             len(model.state_dict()),
         )
+    read_features(model, prepared.features)
 
     workers = config.data.loader_workers
 
     def validate(model: OmnifuseModel) -> dict[str, float]:
-        if not distributed.main():  # rank 0 evaluates for every rank
-            return {}
-        metrics = evaluate(model, splits["val"], prepared.collate, workers=workers)
+        metrics = evaluate(
+            model, splits["val"], prepared.collate, workers=workers, across_ranks=True
+        )
         return {f"{task}/{key}": value for task, m in metrics.items() for key, value in m.items()}
 
     start = time.perf_counter()
@@ -213,9 +218,10 @@ def train(
         desc=desc,
     )
     seconds = time.perf_counter() - start
-    metrics: dict[str, dict[str, float]] = {}
-    if distributed.main():
-        metrics = evaluate(model, splits[prepared.evaluation], prepared.collate, workers=workers)
+    evaluation = splits[prepared.evaluation]  # every rank its part, every rank the metrics
+    metrics = evaluate(model, evaluation, prepared.collate, workers=workers, across_ranks=True)
+    model = distributed.whole(model)  # rank 0 saves and reports it alone
+    read_features(model, prepared.features)  # FSDP's gathered copy reads them too
     return Trained(model, history, metrics, seconds)
 
 
@@ -309,7 +315,7 @@ def run(
         for modality in sorted(config.modalities):
             config.without_modalities([modality])
     with distributed.session():
-        main = distributed.main()
+        main = ranks.main()
         prepared = prepare(config, skip_bad=skip_bad, progress=progress and main)
         if checkpoints:  # every rank checks `out`, so that all stop alike; rank 0 writes
             start_run(prepared.config, out, resume=resume, write=main)
