@@ -7,8 +7,7 @@ Every error the project raises prints as one line on stderr with a non-zero exit
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,55 @@ def print_metrics(metrics: dict[str, Any]) -> None:
 
 
 class OmnifuseGroup(click.Group):
-    """Turns the project's errors into one line and exit code 1, unless --debug is given."""
+    """The error boundary of every command: whatever escapes the library prints as one line
+    and exit code 1, unless --debug is given (then the traceback). The project's errors say
+    what and where; anything else (a bug) is named with the line of omnifuse it came from."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except OmnifuseError as error:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own usage errors and exits
+        except Exception as error:
             if ctx.params.get("debug"):
                 raise
-            raise click.ClickException(str(error)) from None
+            if isinstance(error, OmnifuseError):
+                raise click.ClickException(str(error)) from None
+            raise click.ClickException(unexpected(error)) from None
+
+
+def unexpected(error: Exception) -> str:
+    """One line for an error the library did not expect: its type, message and the last
+    omnifuse line it passed through."""
+    package = Path(__file__).resolve().parent
+    frames = [
+        (path, frame.lineno)
+        for frame in traceback.extract_tb(error.__traceback__)
+        if (path := Path(frame.filename).resolve()).is_relative_to(package)
+    ]
+    where = ""
+    if frames:
+        path, line = frames[-1]
+        where = f" at omnifuse/{path.relative_to(package).as_posix()}:{line}"
+    message = str(error).splitlines()[0] if str(error) else ""
+    return (
+        f"unexpected {type(error).__name__}{where}: {message} "
+        "(an omnifuse bug: rerun with --debug for the traceback, and report it)"
+    )
+
+
+def folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An --out folder, refused before any work when a file has its name."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise OmnifuseError(f"--out {value}: a file, not a folder; choose another --out")
+    return value
+
+
+def not_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An --out file, refused before any work when a folder has its name."""
+    if value is not None and value.is_dir():
+        raise OmnifuseError(f"--out {value}: a folder, not a file; name the file to write")
+    return value
 
 
 @click.group(cls=OmnifuseGroup)
@@ -61,6 +100,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
+    callback=folder,
     default=Path("omnifuse-demo"),
     show_default=True,
     help="Folder for metrics, plots and the trained model.",
@@ -87,7 +127,9 @@ def demo(out: Path, n: int, epochs: int | None, seed: int, no_baselines: bool) -
 
 @cli.command()
 @click.argument("config")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), callback=folder, required=True, help="Output folder."
+)
 @click.option(
     "--set",
     "overrides",
@@ -107,9 +149,7 @@ def demo(out: Path, n: int, epochs: int | None, seed: int, no_baselines: bool) -
     show_default=True,
     help="Train with DDP on this many local processes (runs torchrun --nproc-per-node).",
 )
-@click.pass_context
 def train(
-    ctx: click.Context,
     config: str,
     out: Path,
     overrides: tuple[str, ...],
@@ -131,12 +171,29 @@ def train(
         command = ["train", config, "--out", str(out), *(f"--set={o}" for o in overrides)]
         flags = {"--resume": resume, "--skip-bad": skip_bad, "--baselines": baselines}
         command += [flag for flag, on in flags.items() if on]
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        launch += [f"--nproc-per-node={nproc}", "-m", "omnifuse", *command]
-        ctx.exit(subprocess.run(launch, check=False).returncode)
+        launch_processes(nproc, command)
+        return
     metrics = run(loaded, out, baselines=baselines, resume=resume, skip_bad=skip_bad)
     if metrics:  # rank 0's; the other processes of a distributed run print nothing
         print_metrics(metrics)
+
+
+def launch_processes(nproc: int, command: list[str]) -> None:
+    """`torchrun --standalone --nproc-per-node N -m omnifuse COMMAND`, run by torch's own
+    launcher in this process. A failed process has printed its one-line error; the launcher's
+    report of it becomes one more line, not a traceback."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    arguments = ["--standalone", f"--nproc-per-node={nproc}", "-m", "omnifuse", *command]
+    try:
+        torchrun.run(torchrun.parse_args(arguments))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        raise OmnifuseError(
+            f"training process {rank} of {nproc} failed (exit code {failure.exitcode}); "
+            "its error is above"
+        ) from None
 
 
 def load_model(directory: Path) -> Any:
@@ -260,7 +317,9 @@ def embed(directory: Path, inputs: tuple[str, ...], task: str | None) -> None:
     show_default=True,
     help="Training steps timed per strategy for throughput and MFU.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), callback=folder, required=True, help="Output folder."
+)
 @click.option(
     "--set",
     "overrides",
@@ -319,7 +378,7 @@ def data() -> None:
 
 
 @data.command("world")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), callback=folder, required=True)
 @click.option("--n", type=click.IntRange(min=1), default=3000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -341,7 +400,7 @@ def data_world(out: Path, n: int, seed: int, missing: float) -> None:
 
 
 @data.command("avmnist")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), callback=folder, required=True)
 @click.option(
     "--mnist",
     type=click.Path(path_type=Path),
@@ -424,7 +483,13 @@ def data_avmnist(
 
 @data.command("folder")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Manifest to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    callback=not_folder,
+    required=True,
+    help="Manifest to write.",
+)
 def data_folder(root: Path, out: Path) -> None:
     """Write a manifest (.csv, .jsonl or .parquet) of the images under ROOT/<class>/ or
     ROOT/<train|val|test>/<class>/: columns id, [split,] image, label.
@@ -441,7 +506,13 @@ def data_folder(root: Path, out: Path) -> None:
 @data.command("coco")
 @click.argument("annotations", type=click.Path(path_type=Path))
 @click.option("--images", type=click.Path(path_type=Path), required=True, help="Image folder.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Manifest to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    callback=not_folder,
+    required=True,
+    help="Manifest to write.",
+)
 @click.option(
     "--per",
     type=click.Choice(["image", "caption"]),
@@ -471,7 +542,13 @@ def data_coco(annotations: Path, images: Path, out: Path, per: str, split: str |
 @data.command("shard")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--config", "config_source", required=True, help="The run config (or preset:NAME).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    callback=folder,
+    required=True,
+    help="Folder to write.",
+)
 @click.option("--rows-per-shard", type=click.IntRange(min=1), default=4096, show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Leave out unusable rows (listed in shards.json).")
 @click.option(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -181,7 +182,15 @@ class OmnifuseModel(nn.Module):
         """Rebuild from config.json and load model.safetensors strictly; runs no pickled code."""
         weights_path = Path(directory) / WEIGHTS_FILE
         model = cls.build(saved_config(directory))
-        missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
+        weights = saved_weights(directory)
+        mine = model.state_dict()
+        for key, value in weights.items():
+            if key in mine and mine[key].shape != value.shape:
+                raise OmnifuseError(
+                    f"{weights_path}: weight {key} has shape {tuple(value.shape)}, but "
+                    f"config.json builds {tuple(mine[key].shape)}; the saved model is damaged"
+                )
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         if any(key.startswith("teachers.") for key in unexpected):
             raise OmnifuseError(
                 f"{weights_path}: saved by omnifuse 0.1, which kept EMA teachers outside their "
@@ -202,7 +211,7 @@ class OmnifuseModel(nn.Module):
         the names loaded.
         Refuses a model that shares no weight with this one."""
         saved_config(directory)
-        saved = load_file(str(Path(directory) / WEIGHTS_FILE))
+        saved = saved_weights(directory)
         mine = self.state_dict()
         if parts is not None:
             for part in parts:
@@ -226,13 +235,50 @@ class OmnifuseModel(nn.Module):
 
 
 def saved_config(directory: str | Path) -> RunConfig:
-    """The config of the model saved in `directory`, checking that its weights are there."""
+    """The config of the model saved in `directory`, the one place a model directory is
+    opened: both files must be there, the weights' safetensors header readable, config.json
+    valid JSON of a config version this omnifuse reads. Each problem is one OmnifuseError
+    line naming the file."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
             raise OmnifuseError(f"{directory}: no {path.name}; not a saved omnifuse model")
-    return parse_config(json.loads(config_path.read_text()), str(config_path))
+    try:
+        with safe_open(str(weights_path), framework="pt"):
+            pass  # the header: its JSON, and tensor offsets within the file's size
+    except (SafetensorError, OSError) as error:
+        raise OmnifuseError(f"{weights_path}: {_damaged(error)}") from None
+    try:
+        data = json.loads(config_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise OmnifuseError(f"{config_path}: not UTF-8 text; the saved model is damaged") from None
+    except json.JSONDecodeError as error:
+        raise OmnifuseError(
+            f"{config_path}: not valid JSON ({error.msg}, line {error.lineno}); "
+            "the saved model is damaged"
+        ) from None
+    version = data.get("version", 1) if isinstance(data, dict) else 1
+    if version != 1:
+        raise OmnifuseError(
+            f"{config_path}: config version {version!r}; this omnifuse reads version 1 "
+            "(a model saved by another omnifuse?)"
+        )
+    return parse_config(data, str(config_path))
+
+
+def saved_weights(directory: str | Path) -> dict[str, Tensor]:
+    """The tensors of `directory/model.safetensors` (no pickle); damage is one line."""
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise OmnifuseError(f"{path}: {_damaged(error)}") from None
+
+
+def _damaged(error: Exception) -> str:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return f"not a readable safetensors file ({reason}); the saved model is damaged"
 
 
 def _atomic(path: Path, write: object) -> None:

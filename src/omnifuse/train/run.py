@@ -311,7 +311,9 @@ def run(
     Under `torchrun` every process runs this and trains with DDP (`train/distributed.py`):
     rank 0 logs, checkpoints, evaluates, writes and returns the metrics; the others return {}.
     """
-    if baselines:  # before any work: every single-modality model needs a task it can run
+    if out.exists() and not out.is_dir():  # before any work, like every check below
+        raise OmnifuseError(f"{out}: a file, not a folder; choose another --out")
+    if baselines:  # every single-modality model needs a task it can run
         for modality in sorted(config.modalities):
             config.without_modalities([modality])
     with distributed.session():
