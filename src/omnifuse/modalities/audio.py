@@ -123,7 +123,7 @@ class AudioModality(Modality[AudioConfig]):
 
     def read(self, value: Any, root: Path) -> Tensor:
         """The file's first `max_seconds` as the configured features, unnormalised."""
-        path = self.resolve(str(value), root)
+        path = self.resolve(value, root)
         try:
             data, rate = soundfile.read(path, dtype="float32", always_2d=True)
             shortfall = wav_shortfall(path)
