@@ -1,10 +1,11 @@
 """Hostile and damaged inputs: each a located one-line DataError, nothing misread, nothing read
-from outside the dataset folder."""
+from outside the dataset folder, no file read further than its cut needs."""
 
 from __future__ import annotations
 
 import struct
 import tracemalloc
+import wave
 import zlib
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,58 @@ def test_a_frame_or_a_symlink_loop_cannot_leave_either(tmp_path: Path):
 def test_the_data_config_keeps_files_inside_the_root_by_default():
     assert DataConfig(manifest=Path("m.csv")).allow_outside_root is False
     assert DataConfig(manifest=Path("m.csv"), allow_outside_root=True).allow_outside_root
+
+
+# --- audio read as far as the cut needs -----------------------------------------------------
+
+
+def write_tone(path: Path, seconds: float, rate: int = 8000) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (np.sin(2 * np.pi * 440 * t) * 20000).astype("<i2")
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(samples.tobytes())
+
+
+def test_a_long_wav_is_read_only_as_far_as_max_seconds(tmp_path: Path, monkeypatch):
+    write_tone(tmp_path / "hour.wav", 600)  # 10 minutes, 9.6 MB
+    write_tone(tmp_path / "short.wav", 2)
+    config = AudioConfig(sample_rate=8000, max_seconds=1.0, features="waveform")
+    modality = create_modality("voice", config)
+    asked: list[int] = []
+    read = soundfile.SoundFile.read
+
+    def counting(self: soundfile.SoundFile, frames: int = -1, **kwargs: Any) -> Any:
+        asked.append(frames)
+        return read(self, frames, **kwargs)
+
+    monkeypatch.setattr(soundfile.SoundFile, "read", counting)
+    tracemalloc.start()
+    try:
+        long = modality.load({"voice": "hour.wav"}, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert asked == [8000 + 160]  # a second and 20 ms, never the whole file (-1)
+    assert peak < 1_000_000  # the whole file as float32 would be 19 MB
+    torch.testing.assert_close(long, modality.load({"voice": "short.wav"}, tmp_path))
+    assert long.shape == (8000,)
+
+
+def test_corrupt_wavs_are_located_errors(tmp_path: Path):
+    write_tone(tmp_path / "ok.wav", 1)
+    data = (tmp_path / "ok.wav").read_bytes()
+    (tmp_path / "fmt.wav").write_bytes(data[:20] + b"\xff" * 16 + data[36:])
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    (tmp_path / "header.wav").write_bytes(data[:30])
+    modality = create_modality("voice", AudioConfig(sample_rate=8000))
+    cases = {
+        "fmt.wav": r"^column 'voice': cannot read audio fmt.wav",
+        "cut.wav": r"^column 'voice': audio cut.wav is truncated",
+        "header.wav": r"^column 'voice': cannot read audio header.wav",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            modality.load({"voice": name}, tmp_path)
