@@ -23,6 +23,7 @@ from omnifuse.manifest import Manifest
 from omnifuse.modalities.audio import AudioConfig
 from omnifuse.modalities.base import LooseFile, Modality
 from omnifuse.modalities.image import ImageConfig, ImageModality
+from omnifuse.modalities.text import TextConfig
 from omnifuse.modalities.timeseries import TimeSeriesConfig
 from omnifuse.modalities.vector import VectorConfig
 from omnifuse.modalities.video import VideoConfig
@@ -338,3 +339,44 @@ def test_corrupt_wavs_are_located_errors(tmp_path: Path):
     for name, message in cases.items():
         with pytest.raises(DataError, match=message):
             modality.load({"voice": name}, tmp_path)
+
+
+# --- huge cells -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokenizer", ["bytes", "bpe"])
+def test_a_huge_text_is_cut_to_max_chars_before_tokenising_and_counted(tokenizer: str):
+    config = TextConfig(max_length=16, max_chars=1000, tokenizer=tokenizer)
+    if tokenizer == "bpe":
+        config = config.model_copy(update={"merges": [("a", "b")]})
+    modality = create_modality("text", config)
+    huge = "ab " * 350_000  # about 1 MB
+    ids = modality.load({"text": huge}, Path())
+    torch.testing.assert_close(ids, modality.load({"text": huge[:1000]}, Path()))
+    assert len(ids) == 16
+    assert modality.notes()["truncated"] == 2
+    assert TextConfig().max_chars == 100_000
+
+
+def test_a_loose_text_file_is_read_no_further_than_max_chars(tmp_path: Path):
+    (tmp_path / "big.txt").write_text("x" * 1_000_000)
+    (tmp_path / "latin.txt").write_bytes("café".encode("latin-1"))
+    modality = create_modality("text", TextConfig(max_chars=100))
+    assert modality.cell(tmp_path / "big.txt") == "x" * 101
+    with pytest.raises(DataError, match=r"latin.txt: not UTF-8 text"):
+        modality.cell(tmp_path / "latin.txt")
+
+
+def test_a_vector_file_of_the_wrong_shape_is_refused_before_it_is_read(tmp_path: Path):
+    np.save(tmp_path / "big.npy", np.zeros(2_000_000, dtype=np.float32))  # 8 MB
+    modality = create_modality("emb", VectorConfig(dim=3))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"vector of shape \(2000000,\), expected \(3,\)"):
+            modality.load({"emb": "big.npy"}, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    np.save(tmp_path / "row.npy", np.ones((1, 3), dtype=np.float32))
+    torch.testing.assert_close(modality.load({"emb": "row.npy"}, tmp_path), torch.ones(3))
