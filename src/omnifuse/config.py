@@ -150,6 +150,10 @@ class DataConfig(StrictModel):
     fitted_on: dict[str, int] | None = None
     # processes reading samples when streaming; None: one per core but one, at most 4
     workers: int | None = Field(None, ge=0)
+    # false: a file a manifest names must lie inside the manifest's folder once symlinks are
+    # followed (no "../", no absolute path or symlink elsewhere), so a manifest cannot make a
+    # run read other files on the machine; true: read them anyway, for trusted data
+    allow_outside_root: bool = False
 
     @property
     def loader_workers(self) -> int:

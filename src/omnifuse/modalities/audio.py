@@ -95,9 +95,9 @@ def wav_shortfall(path: Path) -> tuple[int, int] | None:
 
 
 class AudioConfig(ModalityConfig):
-    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, cut to `max_seconds`; as a
-    log-mel spectrogram (n_mels, frames), or as the raw waveform (samples,) for encoders that
-    take one (wav2vec2-style)."""
+    """A WAV/FLAC file per row: mono, resampled to `sample_rate`, cut to `max_seconds` (only
+    that much of the file is decoded); as a log-mel spectrogram (n_mels, frames), or as the raw
+    waveform (samples,) for encoders that take one (wav2vec2-style)."""
 
     kind: Literal["audio"] = "audio"
     column: str | None = None
@@ -122,10 +122,15 @@ class AudioModality(Modality[AudioConfig]):
         return {"noise": gaussian_noise, "dropout": partial(frame_dropout, frame=frame)}
 
     def read(self, value: Any, root: Path) -> Tensor:
-        """The file's first `max_seconds` as the configured features, unnormalised."""
-        path = self.resolve(str(value), root)
+        """The file's first `max_seconds` as the configured features, unnormalised. Only the
+        frames those need are decoded (and 20 ms more for the resampling kernel at the edge),
+        so memory is bounded by `max_seconds`, not by the file's length."""
+        path = self.resolve(value, root)
         try:
-            data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+            with soundfile.SoundFile(path) as file:
+                rate = file.samplerate
+                keep = math.ceil(self.config.max_seconds * rate) + rate // 50
+                data = file.read(keep, dtype="float32", always_2d=True)  # (frames, channels)
             shortfall = wav_shortfall(path)
         except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
             raise DataError(f"column '{self.column}': cannot read audio {value}: {error}") from None
@@ -139,9 +144,7 @@ class AudioModality(Modality[AudioConfig]):
                 f"column '{self.column}': audio {value} is too short "
                 f"({data.shape[0]} samples, need at least {self.config.n_fft})"
             )
-        # what the cut keeps, and 20 ms more for the resampling kernel at the edge
-        keep = math.ceil(self.config.max_seconds * rate) + rate // 50
-        wave = torch.from_numpy(data[:keep]).mean(dim=1)  # mono
+        wave = torch.from_numpy(data).mean(dim=1)  # mono
         if not torch.isfinite(wave).all():
             raise DataError(f"column '{self.column}': audio {value} contains NaN or inf samples")
         wave = resample(wave, rate, self.config.sample_rate)

@@ -6,11 +6,13 @@ import json
 import random
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
+from PIL import Image, ImageOps
 from pydantic import BaseModel
 from torch import Tensor, nn
 
@@ -51,6 +53,63 @@ def load_npy(path: Path) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+class LooseFile(str):
+    """A path the user named directly (a loose file given to `omnifuse predict`), not read
+    from a manifest: it is read wherever it lies, as the dataset-folder check is for paths
+    that a manifest names."""
+
+
+def reason(error: BaseException) -> str:
+    """An exception as one short line: its type and message."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message:.200}" if message else type(error).__name__
+
+
+MAX_PIXELS = 50_000_000  # the default limit on an image's pixels, read from its header
+# what a transparent pixel shows: images with an alpha channel, or a palette or colour key
+# with transparency, are composited onto this background
+BACKGROUND = (255, 255, 255)  # white
+ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+# the value read as 1.0 in modes wider than 8 bits (grey): 16-bit, 32-bit integer, float
+FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0}
+FULL_SCALE |= {"I": 2.0**31 - 1, "F": 1.0}
+
+
+def decode_image(path: Path, *, size: int, grey: bool, max_pixels: int) -> np.ndarray:
+    """An image file as (size, size, channels) float32 in [0, 1]: 1 channel (Pillow's ITU-R
+    601-2 luma) with `grey`, else 3 (RGB), resized bilinearly.
+
+    The pixel count is checked from the header before anything is decoded: more than
+    `max_pixels` is a ValueError (Pillow's decompression-bomb guard, about 179 million pixels,
+    applies beyond). The EXIF orientation is applied. 8-bit modes (bilevel, grey, palette,
+    RGB, CMYK, YCbCr, ...) are converted by Pillow and divided by 255. Wider greyscale modes
+    are scaled by their range: 16-bit (I;16) divided by 65535, 32-bit integer (I) by
+    2**31 - 1 with negatives 0, 32-bit float (F) clipped to [0, 1] (NaN is an error); in RGB
+    the grey value fills each channel. Transparent pixels (an alpha channel, or a palette or
+    colour key with transparency) are composited onto a white background.
+    """
+    target = (size, size)
+    with Image.open(path) as file:
+        width, height = file.size
+        if width * height > max_pixels:
+            raise ValueError(
+                f"{width} x {height} pixels, more than the limit of {max_pixels} (max_pixels)"
+            )
+        image = ImageOps.exif_transpose(file)
+    if image.mode in FULL_SCALE:
+        plane = image.convert("F").resize(target, Image.Resampling.BILINEAR)
+        values = np.asarray(plane, dtype=np.float32) / np.float32(FULL_SCALE[image.mode])
+        if np.isnan(values).any():
+            raise ValueError("NaN pixels")
+        values = np.clip(values, 0.0, 1.0)[..., None]
+        return values if grey else np.repeat(values, 3, axis=2)
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        background = Image.new("RGBA", image.size, (*BACKGROUND, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    pixels = image.convert("L" if grey else "RGB").resize(target, Image.Resampling.BILINEAR)
+    return np.asarray(pixels, dtype=np.float32).reshape(size, size, -1) / 255.0
+
+
 def is_missing(value: Any) -> bool:
     """None, NaN and the empty string mark an absent cell."""
     return value is None or value == "" or (isinstance(value, float) and value != value)
@@ -69,6 +128,9 @@ class Modality(ABC, Generic[C]):
     # loose files with these suffixes are cells of this kind (`omnifuse predict cat.png`,
     # `omnifuse data validate` without a config)
     suffixes: ClassVar[tuple[str, ...]] = ()
+    # read files whose real path lies outside the dataset folder (`data.allow_outside_root`,
+    # for trusted data); set by whoever builds the modality from a run's config
+    allow_outside_root: bool = False
 
     def __init__(self, name: str, config: C) -> None:
         self.name = name
@@ -84,11 +146,37 @@ class Modality(ABC, Generic[C]):
         return [self.column]
 
     def load(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
-        """The preprocessed tensor for one manifest row, or None when the modality is absent."""
+        """The preprocessed tensor for one manifest row, or None when the modality is absent.
+
+        The one entry through which every kind reads a row (kinds define `load_value`, or
+        `load_row` when they read several columns): whatever reading raises becomes a
+        one-line DataError naming the column and the value (the caller adds the row).
+        """
+        with self.reading(row.get(self.column)):
+            return self.load_row(row, root)
+
+    def load_row(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
+        """`load_value` of the row's cell, or None when it is missing."""
         value = row.get(self.column)
         if is_missing(value):
             return None
         return self.load_value(value, root)
+
+    @contextmanager
+    def reading(self, value: Any) -> Iterator[None]:
+        """Any exception but a DataError raised inside, by a decoder, numpy or the file system,
+        as a DataError: "column 'c': cannot read 'cell': ValueError: ..."."""
+        try:
+            yield
+        except DataError:
+            raise
+        except Exception as error:  # any reader's failure on a cell is the cell's problem
+            columns = self.columns()
+            if len(columns) == 1:
+                where = f"column '{columns[0]}': cannot read {value!r:.60}"
+            else:
+                where = "columns " + ", ".join(f"'{c}'" for c in columns) + ": cannot read"
+            raise DataError(f"{where}: {reason(error)}") from error
 
     def load_value(self, value: Any, root: Path) -> Tensor:
         """Preprocess one present cell; raise DataError naming the column on bad input."""
@@ -115,13 +203,21 @@ class Modality(ABC, Generic[C]):
         how many were read is kept in `files_read`."""
         present = [i for i in rows if not is_missing(manifest.rows[i].get(self.column))]
         chosen = sorted(random.Random(0).sample(present, min(limit, len(present))))
-        read = manifest.readable(chosen, lambda row: self.read(row[self.column], manifest.root))
+        read = manifest.readable(
+            chosen, lambda row: self.read_cell(row[self.column], manifest.root)
+        )
         self.files_read = len(read)
         return read
 
+    def read_cell(self, value: Any, root: Path) -> Tensor:
+        """`read`, any failure a DataError as in `load`."""
+        with self.reading(value):
+            return self.read(value, root)
+
     def cell(self, path: Path) -> Any:
-        """A loose file given to this kind (see `suffixes`) as a manifest cell: its path."""
-        return str(path.resolve())
+        """A loose file given to this kind (see `suffixes`) as a manifest cell: its real path,
+        read wherever it lies (`LooseFile`)."""
+        return LooseFile(path.resolve())
 
     def perturbations(self) -> dict[str, Perturbation]:
         """The test-time perturbations of this kind for the robustness sweep, by name (the
@@ -165,9 +261,28 @@ class Modality(ABC, Generic[C]):
         except (ValueError, TypeError, OSError) as error:
             raise DataError(f"{where}: cannot read {what} {value!r:.60}: {error}") from None
 
-    def resolve(self, value: str, root: Path) -> Path:
-        path = Path(value)
+    def locate(self, value: Any, root: Path) -> Path:
+        """The real path (symlinks followed) of the file or folder a cell names, absolute or
+        relative to `root` (the manifest's folder). A path whose real path is not inside the
+        real `root` is refused, so a manifest cannot read files elsewhere on the machine,
+        unless `allow_outside_root` is set (trusted data) or the cell is a `LooseFile`."""
+        path = Path(str(value))
         path = path if path.is_absolute() else root / path
+        try:
+            real = path.resolve()
+            inside = real.is_relative_to(root.resolve())
+        except (OSError, RuntimeError) as error:  # a symlink loop, an unreadable folder
+            raise DataError(
+                f"column '{self.column}': cannot resolve {value}: {reason(error)}"
+            ) from None
+        if not (inside or self.allow_outside_root or isinstance(value, LooseFile)):
+            raise DataError(f"column '{self.column}': path leaves the dataset folder: {value}")
+        return real
+
+    def resolve(self, value: Any, root: Path) -> Path:
+        """The real path of the file a cell names (see `locate`); every kind's files go
+        through it."""
+        path = self.locate(value, root)
         if not path.is_file():
             raise DataError(f"column '{self.column}': file not found: {value}")
         return path

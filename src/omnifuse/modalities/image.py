@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
@@ -18,7 +17,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import Modality
+from omnifuse.modalities.base import MAX_PIXELS, Modality, decode_image
 from omnifuse.modalities.image_augment import ImageAugment
 from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
 from omnifuse.registry import create_encoder, register_encoder, register_kind
@@ -29,12 +28,17 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 class ImageConfig(ModalityConfig):
     """An image file per row, resized to `size` x `size`, read as RGB (`channels: 3`) or
-    greyscale (`channels: 1`: a third of the memory for grey images)."""
+    greyscale (`channels: 1`: a third of the memory for grey images), in [0, 1] before
+    normalisation: 16-bit grey divided by 65535, 32-bit integer grey by 2**31 - 1, float grey
+    clipped to [0, 1], transparency composited onto white, the EXIF orientation applied
+    (`modalities.base.decode_image`). An image of more than `max_pixels` pixels (read from
+    its header, before decoding) is refused."""
 
     kind: Literal["image"] = "image"
     column: str | None = None
     size: int = Field(64, ge=8)
     channels: Literal[1, 3] = 3
+    max_pixels: int = Field(MAX_PIXELS, ge=1)  # width x height; larger images are errors
     encoder: Component = Component(type="image_conv")
     # "fitted": per-channel statistics of the training split; "imagenet": the fixed ImageNet
     # statistics that pretrained backbones expect
@@ -61,15 +65,16 @@ class ImageModality(Modality[ImageConfig]):
         return {"gaussian": gaussian_noise, "occlusion": occlusion}
 
     def read(self, value: Any, root: Path) -> Tensor:
-        """The image as (channels, size, size) floats in [0, 1]."""
-        path = self.resolve(str(value), root)
+        """The image as (channels, size, size) floats in [0, 1] (see `ImageConfig`)."""
+        path = self.resolve(value, root)
+        config = self.config
+        # what Pillow raises for files it cannot decode (SyntaxError: a broken PNG); anything
+        # else is made a DataError by `load`
         try:
-            with Image.open(path) as image:
-                size = (self.config.size, self.config.size)
-                mode = "RGB" if self.config.channels == 3 else "L"
-                pixels = image.convert(mode).resize(size, Image.Resampling.BILINEAR)
-                array = np.asarray(pixels, dtype=np.float32).reshape(*size, -1) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as error:
+            array = decode_image(
+                path, size=config.size, grey=config.channels == 1, max_pixels=config.max_pixels
+            )
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise DataError(f"column '{self.column}': cannot read image {value}: {error}") from None
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

@@ -61,7 +61,7 @@ class TabularModality(Modality[TabularConfig]):
             raise DataError(f"column '{column}': infinite value")
         return number
 
-    def load(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
+    def load_row(self, row: Mapping[str, Any], root: Path) -> Tensor | None:
         if all(is_missing(row.get(column)) for column in self.columns()):
             return None
         stats = self.config.stats or {}

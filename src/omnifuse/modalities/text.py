@@ -72,6 +72,8 @@ def bpe_tokenizer(merges: Sequence[tuple[str, str]]) -> Tokenizer:
 
 class TextConfig(ModalityConfig):
     """A text value per row as token ids, truncated to `max_length` (an empty cell is absent).
+    A text longer than `max_chars` characters is cut to them before it is tokenised, so a huge
+    cell costs no more than that; it counts as truncated.
 
     `tokenizer: bytes` uses UTF-8 bytes; `bpe` a byte-level BPE of `vocab_size` tokens trained
     on the training split (its `merges` are fitted), which still encodes any input.
@@ -80,6 +82,9 @@ class TextConfig(ModalityConfig):
     kind: Literal["text"] = "text"
     column: str | None = None
     max_length: int = Field(128, ge=1)
+    # characters kept of a longer text before tokenising (far more than max_length tokens
+    # need): bounds the time and memory a huge cell costs
+    max_chars: int = Field(100_000, ge=1)
     tokenizer: Literal["bytes", "bpe"] = "bytes"
     vocab_size: int = Field(4096, ge=258)  # bpe: the padding id, 256 bytes, then merges
     merges: list[tuple[str, str]] | None = None  # bpe merges, fitted on the training split
@@ -113,6 +118,8 @@ class TextModality(Modality[TextConfig]):
         if not isinstance(value, str):
             raise DataError(f"column '{self.column}': expected text, got {type(value).__name__}")
         limit = self.config.max_length
+        cut = len(value) > self.config.max_chars
+        value = value[: self.config.max_chars]
         if self.tokenizer is None:
             size = len(value.encode("utf-8"))
             ids = encode_bytes(value, limit)
@@ -120,7 +127,7 @@ class TextModality(Modality[TextConfig]):
             encoded = self.tokenizer.encode(value).ids
             size = len(encoded)
             ids = torch.tensor(encoded[:limit], dtype=torch.long)
-        self.truncations.add(size > limit)
+        self.truncations.add(cut or size > limit)
         return ids
 
     def notes(self) -> dict[str, Any]:
@@ -147,8 +154,12 @@ class TextModality(Modality[TextConfig]):
         return torch.zeros(1, dtype=torch.long)
 
     def cell(self, path: Path) -> Any:
-        """A loose .txt file's text."""
-        return path.read_text()
+        """A loose .txt file's text (UTF-8), read no further than `max_chars` needs."""
+        try:
+            with path.open(encoding="utf-8") as file:
+                return file.read(self.config.max_chars + 1)
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text: {error.reason}") from None
 
     def build_encoder(self, dim: int) -> nn.Module:
         encoder = self.config.encoder

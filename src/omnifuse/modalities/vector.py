@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
-from omnifuse.modalities.base import Modality, load_npy
+from omnifuse.modalities.base import Modality
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 
@@ -34,24 +34,33 @@ class VectorConfig(ModalityConfig):
 @register_kind("vector", config=VectorConfig)
 class VectorModality(Modality[VectorConfig]):
     def load_value(self, value: Any, root: Path) -> Tensor:
-        where = f"column '{self.column}'"
         array = self.read_numbers(
             value,
             root,
             what="vector",
             expected="a JSON list of numbers or a .npy file",
-            files={".npy": load_npy},
+            files={".npy": self.read_npy},
         )
-        if array.ndim == 2 and array.shape[0] == 1:
-            array = array[0]
-        if array.shape != (self.config.dim,):
-            raise DataError(
-                f"{where}: vector of shape {tuple(array.shape)}, expected ({self.config.dim},) "
-                f"(modalities.{self.name}.dim)"
-            )
+        self.check_shape(array.shape)
+        array = array.reshape(self.config.dim)
         if not np.isfinite(array).all():
-            raise DataError(f"{where}: the vector holds NaN or infinite values")
+            raise DataError(f"column '{self.column}': the vector holds NaN or infinite values")
         return torch.from_numpy(array)
+
+    def read_npy(self, path: Path) -> np.ndarray:
+        """A .npy vector, memory-mapped, so a file of the wrong shape (however large) is refused
+        before its values are read."""
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.check_shape(array.shape)
+        return array
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """(dim,), or (1, dim)."""
+        if shape not in ((self.config.dim,), (1, self.config.dim)):
+            raise DataError(
+                f"column '{self.column}': vector of shape {tuple(shape)}, expected "
+                f"({self.config.dim},) (modalities.{self.name}.dim)"
+            )
 
     def template(self) -> Tensor:
         return torch.zeros(self.config.dim)

@@ -4,7 +4,9 @@ A cell names a folder of frame images (sorted by file name) or a .npy array (T, 
 (T, H, W) of uint8. `frames` frames are taken uniformly (the middle of each of `frames` equal
 segments, so a clip shorter than `frames` repeats frames), resized to `size` x `size` RGB and
 normalised per channel with statistics fitted on the training split: a (3, frames, size, size)
-tensor.
+tensor. Frame images are read as the image kind reads them (`modalities.base.decode_image`:
+any Pillow mode, transparency onto white), and a frame of more than 50 million pixels is
+refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from PIL.Image import Resampling
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -24,7 +27,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import Modality
+from omnifuse.modalities.base import MAX_PIXELS, LooseFile, Modality, decode_image
 from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
@@ -56,10 +59,9 @@ class VideoModality(Modality[VideoConfig]):
 
     def read(self, value: Any, root: Path) -> Tensor:
         """The sampled frames as (3, frames, size, size) floats in [0, 1]."""
-        path = Path(str(value))
-        path = path if path.is_absolute() else root / path
+        path = self.locate(value, root)
         if path.is_dir():
-            frames = self.folder_frames(path, value)
+            frames = self.folder_frames(path, value, root)
         elif path.is_file() and path.suffix.lower() == ".npy":
             frames = self.array_frames(path, value)
         elif path.is_file():
@@ -68,28 +70,31 @@ class VideoModality(Modality[VideoConfig]):
             )
         else:
             raise DataError(f"column '{self.column}': file or folder not found: {value}")
-        size = (self.config.size, self.config.size)
-        array = np.stack([np.asarray(f.resize(size, Image.Resampling.BILINEAR)) for f in frames])
-        video = torch.from_numpy(array.astype(np.float32) / 255.0)  # (frames, size, size, 3)
+        video = torch.from_numpy(np.stack(frames))  # (frames, size, size, 3)
         return video.permute(3, 0, 1, 2).contiguous()
 
-    def folder_frames(self, folder: Path, value: Any) -> list[Image.Image]:
+    def folder_frames(self, folder: Path, value: Any, root: Path) -> list[np.ndarray]:
+        """The sampled frame images, read as the image kind reads them (`decode_image`); each
+        must lie inside the dataset folder too (but in a loose folder given to the model)."""
         names = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
         if not names:
             raise DataError(f"column '{self.column}': no frame images in folder {value}")
         frames = []
         for index in sample_indices(len(names), self.config.frames):
+            name = LooseFile(names[index]) if isinstance(value, LooseFile) else names[index]
+            path = self.resolve(name, root)
             try:
-                with Image.open(names[index]) as image:
-                    frames.append(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as error:
+                frames.append(
+                    decode_image(path, size=self.config.size, grey=False, max_pixels=MAX_PIXELS)
+                )
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 raise DataError(
                     f"column '{self.column}': cannot read frame {names[index].name} of {value}: "
                     f"{error}"
                 ) from None
         return frames
 
-    def array_frames(self, path: Path, value: Any) -> list[Image.Image]:
+    def array_frames(self, path: Path, value: Any) -> list[np.ndarray]:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as error:
@@ -103,10 +108,23 @@ class VideoModality(Modality[VideoConfig]):
             )
         if array.dtype != np.uint8:
             raise DataError(f"column '{self.column}': {value} holds {array.dtype}, expected uint8")
+        if array.shape[1] * array.shape[2] > MAX_PIXELS:
+            raise DataError(
+                f"column '{self.column}': {value} has frames of {array.shape[2]} x "
+                f"{array.shape[1]} pixels, more than the limit of {MAX_PIXELS}"
+            )
         picked = array[sample_indices(array.shape[0], self.config.frames)]
         if picked.shape[-1] == 1:
             picked = picked[..., 0]  # Pillow takes grey frames as (H, W)
-        return [Image.fromarray(np.asarray(frame)).convert("RGB") for frame in picked]
+        size = (self.config.size, self.config.size)
+        return [
+            np.asarray(
+                Image.fromarray(np.asarray(frame)).convert("RGB").resize(size, Resampling.BILINEAR),
+                dtype=np.float32,
+            )
+            / 255.0
+            for frame in picked
+        ]
 
     def load_value(self, value: Any, root: Path) -> Tensor:
         mean = torch.tensor(self.config.mean or [0.5] * 3).view(3, 1, 1, 1)
