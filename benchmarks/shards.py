@@ -41,6 +41,7 @@ def measure(data: dict, workers: int, steps: int) -> dict:
 
     from omnifuse.config import parse_config
     from omnifuse.data.dataset import SampleSet
+    from omnifuse.data.shards import read_features
     from omnifuse.model import OmnifuseModel
     from omnifuse.train.loop import fit
     from omnifuse.train.run import prepare
@@ -54,6 +55,7 @@ def measure(data: dict, workers: int, steps: int) -> dict:
     loaded = None if train.loaded is None else train.loaded[:rows]
     subset = SampleSet(train.manifest, train.rows[:rows], train.readers, loaded)
     model = OmnifuseModel.build(prepared.config)
+    read_features(model, prepared.features)  # the encoders of stored features read them
     start = time.perf_counter()
     train_config = prepared.config.train
     fit(model, subset, train_config, collate=prepared.collate, workers=workers, progress=False)

@@ -86,8 +86,8 @@ def bad_input_cases(world: Path, tmp_path: Path) -> dict[str, tuple[dict, str]]:
     missing_file = [dict(r) for r in rows]
     missing_file[4]["image"] = "images/nowhere.png"
     corrupt = [dict(r) for r in rows]
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    corrupt[7]["image"] = str(tmp_path / "broken.png")
+    (world.parent / "broken-cli.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    corrupt[7]["image"] = "broken-cli.png"
     for name, table in (("missing.jsonl", missing_file), ("corrupt.jsonl", corrupt)):
         (world.parent / name).write_text("".join(json.dumps(r) + "\n" for r in table))
     unknown_kind = tiny_config(world)

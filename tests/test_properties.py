@@ -114,3 +114,76 @@ def test_jsonl_rows_of_any_shape_raise_only_data_errors(rows: list[dict[str, Any
             split_rows(manifest, column="split", val_fraction=0.2, test_fraction=0.2, seed=1)
         except DataError:
             pass
+
+
+def _leaves(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The paths to every leaf of a nested mapping/list."""
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _leaves(v, (*path, k))] or [path]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _leaves(v, (*path, i))] or [path]
+    return [path]
+
+
+def _with(data: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copy = dict(data) if isinstance(data, dict) else list(data)
+    copy[path[0]] = _with(copy[path[0]], path[1:], value)
+    return copy
+
+
+TINY = {
+    "data": {"manifest": "m.csv", "stream": False},
+    "modalities": {
+        "image": {"kind": "image", "size": 32, "encoder": {"type": "image_conv", "width": 8}},
+        "text": {"kind": "text", "column": "caption", "max_length": 16},
+    },
+    "model": {
+        "dim": 16,
+        "fusion": {"type": "perceiver", "latents": 4},
+        "tasks": {
+            "scene": {"type": "classification", "target": "scene_class"},
+            "retrieval": {"type": "alignment", "between": ["image", "text"]},
+        },
+    },
+    "train": {"epochs": 2, "batch_size": 8, "strategy": "ddp"},
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_valid_config_with_one_value_changed_is_valid_or_one_line_naming_it(data: Any):
+    """One leaf of a valid config replaced by any JSON value: a config, or one ConfigError
+    line that names where (a field path or the config's source)."""
+    parse_config(TINY)
+    path = data.draw(st.sampled_from(_leaves(TINY)))
+    value = data.draw(json_values)
+    try:
+        parse_config(_with(TINY, path, value), "c.yaml")
+    except ConfigError as error:
+        assert "\n" not in str(error) and str(error).startswith("c.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=300), st.booleans())
+def test_a_damaged_model_directory_raises_only_one_line_errors(
+    config: bytes, weights: bytes, keep_config: bool
+):
+    """Any bytes for config.json and model.safetensors (or a valid config beside damaged
+    weights): opening the directory raises one OmnifuseError line, never anything else."""
+    import json
+
+    from omnifuse.errors import OmnifuseError
+    from omnifuse.model import OmnifuseModel
+
+    with tempfile.TemporaryDirectory() as folder:
+        directory = Path(folder)
+        (directory / "config.json").write_bytes(
+            json.dumps(TINY).encode() if keep_config else config
+        )
+        (directory / "model.safetensors").write_bytes(weights)
+        try:
+            OmnifuseModel.from_pretrained(directory)
+        except OmnifuseError as error:
+            assert "\n" not in str(error)

@@ -91,6 +91,8 @@ class OmnifuseModel(nn.Module):
         dim = config.model.dim
         names = sorted(config.modalities)
         modalities = {n: create_modality(n, config.modalities[n]) for n in names}
+        for modality in modalities.values():  # the files reports show are read through it
+            modality.allow_outside_root = config.data.allow_outside_root
         fusion = config.model.fusion
         # sorted, like the modalities: the same config builds the same model whatever the
         # order of its keys in the file

@@ -29,7 +29,7 @@ def test_image_folder_without_splits(tmp_path: Path, suffix: str):
         image(tmp_path / "pets" / name)
     (tmp_path / "pets" / "dog" / "notes.txt").write_text("not an image")
     image(tmp_path / "pets" / "loose.png")  # not in a class folder
-    out = import_image_folder(tmp_path / "pets", tmp_path / "out" / f"manifest{suffix}")
+    out = import_image_folder(tmp_path / "pets", tmp_path / f"manifest{suffix}")
     manifest = read_manifest(out)
     assert [r["label"] for r in manifest.rows] == ["cat", "cat", "dog", "dog"]
     assert [r["id"] for r in manifest.rows][-1] == "dog/deeper/d"
@@ -83,8 +83,16 @@ def coco(tmp_path: Path) -> Path:
     return path
 
 
+def test_a_manifest_is_not_written_where_its_files_would_be_outside_its_folder(tmp_path: Path):
+    image(tmp_path / "pets" / "cat" / "a.png")
+    with pytest.raises(DataError, match=r"a\.png: outside .*/elsewhere, the folder of the manifest"):
+        import_image_folder(tmp_path / "pets", tmp_path / "elsewhere" / "manifest.csv")
+    with pytest.raises(DataError, match=r"outside .*/m, the folder of the manifest to write"):
+        import_coco_captions(coco(tmp_path), tmp_path / "images", tmp_path / "m" / "c.jsonl")
+
+
 def test_coco_one_row_per_image(tmp_path: Path):
-    out = import_coco_captions(coco(tmp_path), tmp_path / "images", tmp_path / "m" / "c.jsonl")
+    out = import_coco_captions(coco(tmp_path), tmp_path / "images", tmp_path / "c.jsonl")
     manifest = read_manifest(out)
     assert [(r["id"], r["caption"]) for r in manifest.rows] == [
         ("1", "A cat on a mat."),

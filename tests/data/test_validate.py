@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,22 +21,25 @@ from tests.conftest import tiny_config
 
 @pytest.fixture
 def broken(world: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
-    """The tiny world as JSON lines with five bad rows, absolute file paths."""
+    """A copy of the tiny world as JSON lines with five bad rows, absolute file paths (inside
+    its folder)."""
+    folder = tmp_path / "world"
+    shutil.copytree(world.parent, folder)
     rows = pq.read_table(world).to_pylist()
     for row in rows:
         for column in ("image", "audio"):
             if row[column]:
-                row[column] = str(world.parent / row[column])
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    rows[3]["image"] = str(tmp_path / "gone.png")
-    rows[10]["image"] = str(tmp_path / "broken.png")
+                row[column] = str(folder / row[column])
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rows[3]["image"] = str(folder / "gone.png")
+    rows[10]["image"] = str(folder / "broken.png")
     rows[20]["temperature"] = "warm"
     rows[30]["scene_class"] = 99
     audio = next(r["audio"] for r in rows[40:] if r["audio"])
     whole = Path(audio).read_bytes()
-    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) - 5000])
-    rows[40]["audio"] = str(tmp_path / "cut.wav")
-    path = tmp_path / "broken.jsonl"
+    (folder / "cut.wav").write_bytes(whole[: len(whole) - 5000])
+    rows[40]["audio"] = str(folder / "cut.wav")
+    path = folder / "broken.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, rows
 

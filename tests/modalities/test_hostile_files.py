@@ -115,6 +115,11 @@ def test_32_bit_integer_and_float_images_are_scaled_by_their_range(tmp_path: Pat
         raw(modality, "i.tif", tmp_path)[..., 0], np.clip(integers / (2**31 - 1), 0, 1), atol=1e-6
     )
     np.testing.assert_allclose(raw(modality, "f.tif", tmp_path)[..., 0], np.clip(floats, 0, 1))
+    # 16-bit values in a 32-bit mode (as Pillow opens many 16-bit files): divided by 65535
+    sixteen = np.arange(64, dtype=np.int32).reshape(8, 8) * 1000
+    Image.fromarray(sixteen).save(tmp_path / "i16.tif")
+    assert Image.open(tmp_path / "i16.tif").mode == "I"
+    np.testing.assert_allclose(raw(modality, "i16.tif", tmp_path)[..., 0], sixteen / 65535, atol=1e-6)
     nan = floats.copy()
     nan[0, 0] = np.nan
     Image.fromarray(nan).save(tmp_path / "nan.tif")

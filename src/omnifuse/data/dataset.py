@@ -78,9 +78,13 @@ class Readers:
 
     @classmethod
     def of(cls, config: RunConfig) -> Readers:
+        modalities = {
+            n: create_modality(n, config.modalities[n]) for n in sorted(config.modalities)
+        }
+        for modality in modalities.values():
+            modality.allow_outside_root = config.data.allow_outside_root
         return cls(
-            {n: create_modality(n, config.modalities[n]) for n in sorted(config.modalities)},
-            {name: config.task_spec(name) for name in sorted(config.model.tasks)},
+            modalities, {name: config.task_spec(name) for name in sorted(config.model.tasks)}
         )
 
     def collate(self) -> Collate:

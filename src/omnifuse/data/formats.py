@@ -58,8 +58,16 @@ def write_manifest(rows: Sequence[dict[str, Any]], path: Path | str) -> Path:
 
 
 def _relative(path: Path, start: Path) -> str:
-    """`path` relative to `start` (the manifest's folder), with forward slashes."""
-    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+    """`path` relative to `start` (the manifest's folder), with forward slashes. Files a
+    manifest names must lie in its folder (`Modality.locate`): one outside it is refused
+    here, before a manifest that could not be read is written."""
+    relative = Path(os.path.relpath(path.resolve(), start.resolve()))
+    if relative.parts and relative.parts[0] == "..":
+        raise DataError(
+            f"{path}: outside {start}, the folder of the manifest to write; write the manifest "
+            "in the data's folder or one above it"
+        )
+    return relative.as_posix()
 
 
 # --- image folders --------------------------------------------------------------------------

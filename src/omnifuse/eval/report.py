@@ -14,7 +14,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from PIL import Image
 
 from omnifuse.eval.evaluate import evaluate
 from omnifuse.interfaces import Collate, Sample
@@ -87,10 +86,9 @@ def plot_retrieval_examples(
     )
     for row, index in enumerate(range(len(shown))):
         picture, words = axes[row]
-        with Image.open(
-            model.modalities[image].resolve(cells[index][image_column], manifest.root)
-        ) as im:
-            picture.imshow(im.convert("RGB"))
+        # read as the model reads it (the dataset folder, the pixel limit, every mode)
+        pixels = model.modalities[image].read(cells[index][image_column], manifest.root)
+        picture.imshow(pixels.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         picture.axis("off")
         words.axis("off")
         best = scores[index].topk(top).indices.tolist()

@@ -83,8 +83,10 @@ def decode_image(path: Path, *, size: int, grey: bool, max_pixels: int) -> np.nd
     `max_pixels` is a ValueError (Pillow's decompression-bomb guard, about 179 million pixels,
     applies beyond). The EXIF orientation is applied. 8-bit modes (bilevel, grey, palette,
     RGB, CMYK, YCbCr, ...) are converted by Pillow and divided by 255. Wider greyscale modes
-    are scaled by their range: 16-bit (I;16) divided by 65535, 32-bit integer (I) by
-    2**31 - 1 with negatives 0, 32-bit float (F) clipped to [0, 1] (NaN is an error); in RGB
+    are scaled by their range: 16-bit (I;16) divided by 65535, 32-bit integer (I) by 65535
+    when all its values lie in [0, 65535] (16-bit data in a 32-bit mode, as Pillow opens many
+    16-bit PNG and TIFF files) and else by 2**31 - 1, negatives 0, 32-bit float (F) clipped
+    to [0, 1] (NaN is an error); in RGB
     the grey value fills each channel. Transparent pixels (an alpha channel, or a palette or
     colour key with transparency) are composited onto a white background.
     """
@@ -97,8 +99,12 @@ def decode_image(path: Path, *, size: int, grey: bool, max_pixels: int) -> np.nd
             )
         image = ImageOps.exif_transpose(file)
     if image.mode in FULL_SCALE:
+        scale = FULL_SCALE[image.mode]
+        if image.mode == "I":
+            low, high = image.getextrema()
+            scale = 65535 if 0 <= low and high <= 65535 else scale
         plane = image.convert("F").resize(target, Image.Resampling.BILINEAR)
-        values = np.asarray(plane, dtype=np.float32) / np.float32(FULL_SCALE[image.mode])
+        values = np.asarray(plane, dtype=np.float32) / np.float32(scale)
         if np.isnan(values).any():
             raise ValueError("NaN pixels")
         values = np.clip(values, 0.0, 1.0)[..., None]

@@ -116,8 +116,14 @@ class TimeSeriesModality(Modality[TimeSeriesConfig]):
         series = self.read_some(manifest, rows, files)
         if not series:
             return self.config
-        channels = self.config.channels or series[0].shape[0]
-        if any(s.shape[0] != channels for s in series):
+        channels = self.config.channels
+        if channels is not None:  # a series of other channels is a bad row, reported on loading
+            series = [s for s in series if s.shape[0] == channels]
+            if not series:
+                return self.config
+        elif len({s.shape[0] for s in series}) == 1:
+            channels = series[0].shape[0]
+        else:
             found = sorted({s.shape[0] for s in series})
             raise DataError(
                 f"column '{self.column}': training series have {found} channels; "

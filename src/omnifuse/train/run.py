@@ -67,7 +67,8 @@ class Prepared:
     rows: dict[str, list[int]]
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> loading notes
     skipped: list[BadRow] = field(default_factory=list)  # rows left out with skip_bad
-    # modality -> its stored backbone features (shards written with --features)
+    # modality -> its stored backbone features (shards written with --features): a model
+    # trained on these samples must read them (`data.shards.read_features`), as `train` does
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
