@@ -95,8 +95,9 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
     """The config with every modality's and task's statistics fitted on the training rows.
 
     Only values left unset (None) are filled: a class list or a statistic given in the
-    config is kept as given.
+    config is kept as given. Rows the manifest could not read whole are left out.
     """
+    train = [index for index in train if index not in manifest.problems]
     data = config.model_dump(mode="json")
     readers = Readers.of(config)
     fitted_on = {}
@@ -130,6 +131,8 @@ def _fill_unset(values: dict[str, Any], fitted: dict[str, Any]) -> None:
 
 def read_row(manifest: Manifest, index: int, readers: Readers) -> Sample | BadRow:
     """Row `index` preprocessed, or the first problem found in it (row, column, what)."""
+    if index in manifest.problems:
+        return BadRow(index, manifest.where(index), manifest.problems[index])
     row = manifest.rows[index]
     try:
         return Sample(
@@ -328,7 +331,7 @@ def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:
         column
         for name, modality in config.modalities.items()
         for column in create_modality(name, modality).columns()
-        if column not in manifest.rows[0]
+        if column not in manifest.columns
     ]
     if missing:
         raise DataError(f"{manifest.path.name}: no column '{missing[0]}' (named in the config)")

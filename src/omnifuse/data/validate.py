@@ -28,8 +28,9 @@ def file_columns(manifest: Manifest) -> dict[str, Modality]:
     """A modality for each column whose present values all name files of one kind's
     suffixes (a kind whose config needs no more than the column to be built)."""
     modalities: dict[str, Modality] = {}
-    for column in manifest.rows[0]:
-        values = [r.get(column) for r in manifest.rows if not is_missing(r.get(column))]
+    rows = [row for i, row in enumerate(manifest.rows) if i not in manifest.problems]
+    for column in manifest.columns:
+        values = [r.get(column) for r in rows if not is_missing(r.get(column))]
         if not values or not all(isinstance(v, str) for v in values):
             continue
         suffixes = {Path(str(v)).suffix.lower() for v in values}
