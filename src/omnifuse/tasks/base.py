@@ -22,7 +22,14 @@ from omnifuse.heads.query import QueryHead
 from omnifuse.interfaces import Batch, Fused, Tokens
 from omnifuse.layers.attention import masked_mean
 from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import is_missing
 from omnifuse.registry import closest
+
+
+def missing_label(value: Any) -> bool:
+    """An empty cell (None, NaN, '' or only whitespace): the row has no label, and a task
+    leaves it out of its loss and metrics."""
+    return is_missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def hide(tokens: Tokens, keep: Tensor) -> Tokens:
