@@ -9,11 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from omnifuse.config import parse_config
+from omnifuse.data.validate import validate_manifest
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.manifest import read_manifest
 from omnifuse.tasks.classification import ClassificationSpec, label_text
 from omnifuse.tasks.generation import GenerationSpec
 from omnifuse.tasks.regression import RegressionSpec
+from omnifuse.train.run import prepare
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize(
@@ -107,3 +111,27 @@ def test_an_empty_target_is_a_missing_label(value: object):
     assert RegressionSpec("s", target="t").load_target(row) is None
     assert ClassificationSpec("c", target="t", classes=["a", "b"]).load_target(row) is None
     assert GenerationSpec("g", target="t").load_target(row) is None
+
+
+def test_a_misspelt_target_names_the_closest_column(world: Path):
+    data = tiny_config(world)
+    data["model"]["tasks"]["scene"]["target"] = "scene_clas"
+    with pytest.raises(
+        DataError,
+        match=r"^model\.tasks\.scene\.target: no column 'scene_clas' in manifest\.parquet "
+        r"\(did you mean 'scene_class'\?\)$",
+    ):
+        prepare(parse_config(data), progress=False)
+    data = tiny_config(world)
+    data["model"]["tasks"]["score"]["target"] = "scroe"
+    with pytest.raises(DataError, match=r"score\.target: no column 'scroe'.*'score'\?\)$"):
+        validate_manifest(world, parse_config(data))
+
+
+def test_a_misspelt_modality_column_names_the_closest(world: Path):
+    data = tiny_config(world)
+    data["modalities"]["text"]["column"] = "captoin"
+    with pytest.raises(
+        DataError, match=r"no column 'captoin' \(did you mean 'caption'\?\) \(named by modality"
+    ):
+        prepare(parse_config(data), progress=False)

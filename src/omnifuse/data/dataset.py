@@ -28,7 +28,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality
-from omnifuse.registry import DATASETS, create_modality
+from omnifuse.registry import DATASETS, closest, create_modality
 from omnifuse.tasks.base import TaskSpec
 
 CHUNK = 1024  # rows read at a time when checking: bounds the memory of a streaming check
@@ -325,16 +325,29 @@ class BadRowsError(DataError):
         )
 
 
+def check_columns(config: RunConfig, manifest: Manifest) -> None:
+    """Refuse a column the config names that the manifest lacks, with the closest it has: a
+    misspelt target would otherwise read as a task without labels."""
+    columns = manifest.columns
+    for name in sorted(config.modalities):
+        for column in create_modality(name, config.modalities[name]).columns():
+            if column not in columns:
+                raise DataError(
+                    f"{manifest.path.name}: no column '{column}'{closest(column, columns)} "
+                    f"(named by modality '{name}')"
+                )
+    for name in sorted(config.model.tasks):
+        target = config.task_spec(name).target
+        if target is not None and target not in columns:
+            raise DataError(
+                f"model.tasks.{name}.target: no column '{target}' in {manifest.path.name}"
+                f"{closest(target, columns)}"
+            )
+
+
 def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:
     manifest = read_manifest(resolve_manifest(config.data, progress=True))
-    missing = [
-        column
-        for name, modality in config.modalities.items()
-        for column in create_modality(name, modality).columns()
-        if column not in manifest.columns
-    ]
-    if missing:
-        raise DataError(f"{manifest.path.name}: no column '{missing[0]}' (named in the config)")
+    check_columns(config, manifest)
     splits = split_rows(
         manifest,
         column=config.data.split_column,

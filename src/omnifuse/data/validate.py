@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from omnifuse.config import RunConfig
-from omnifuse.data.dataset import BadRow, Readers, fit_config, load_samples
+from omnifuse.data.dataset import BadRow, Readers, check_columns, fit_config, load_samples
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality, is_missing
 from omnifuse.registry import KINDS, create_modality
@@ -53,6 +53,7 @@ def validate_manifest(
     if config is None:
         readers = Readers(file_columns(manifest), {})
     else:
+        check_columns(config, manifest)
         splits = split_rows(
             manifest,
             column=config.data.split_column,
