@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from omnifuse.config import parse_config
 from omnifuse.data.validate import validate_manifest
 from omnifuse.errors import ConfigError, DataError
-from omnifuse.manifest import read_manifest
+from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.tasks.classification import ClassificationSpec, label_text
 from omnifuse.tasks.generation import GenerationSpec
 from omnifuse.tasks.regression import RegressionSpec
@@ -67,6 +69,7 @@ def test_labels_from_text_and_numbers_are_one_class(tmp_path: Path):
     spec = ClassificationSpec("y", target="y", classes=["1", "2"])
     targets = [spec.load_target(row) for row in manifest.rows]
     assert [None if t is None else t.item() for t in targets] == [0, 0, 0, 1, 1, 1, None, None]
+    assert [spec.has_label(row) for row in manifest.rows] == [True] * 6 + [False] * 2
 
 
 def test_given_classes_are_read_by_the_same_rule():
@@ -111,6 +114,7 @@ def test_an_empty_target_is_a_missing_label(value: object):
     assert RegressionSpec("s", target="t").load_target(row) is None
     assert ClassificationSpec("c", target="t", classes=["a", "b"]).load_target(row) is None
     assert GenerationSpec("g", target="t").load_target(row) is None
+    assert not RegressionSpec("s", target="t").has_label(row)
 
 
 def test_a_misspelt_target_names_the_closest_column(world: Path):
@@ -135,3 +139,49 @@ def test_a_misspelt_modality_column_names_the_closest(world: Path):
         DataError, match=r"no column 'captoin' \(did you mean 'caption'\?\) \(named by modality"
     ):
         prepare(parse_config(data), progress=False)
+
+
+@pytest.fixture
+def unlabelled_world(world: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
+    """The tiny world as JSON lines, some rows without a scene label (empty, blank, null)."""
+    rows = pq.read_table(world).to_pylist()
+    for row in rows:
+        for column in ("image", "audio"):
+            if row[column]:
+                row[column] = str(world.parent / row[column])
+    for index, empty in ((0, ""), (1, "  "), (2, None), (3, None)):
+        rows[index]["scene_class"] = empty
+    path = tmp_path / "unlabelled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, rows
+
+
+def test_rows_without_a_label_are_counted_not_bad(
+    unlabelled_world: tuple[Path, list[dict]], caplog: pytest.LogCaptureFixture
+):
+    path, rows = unlabelled_world
+    config = parse_config(tiny_config(path))
+    with caplog.at_level(logging.WARNING):
+        _, bad = validate_manifest(path, config)
+    assert bad == []
+    manifest = Manifest(path, rows)
+    splits = split_rows(manifest, column="split", val_fraction=0.1, test_fraction=0.1, seed=0)
+    counts = {s: sum(i < 4 for i in splits[s]) for s in splits}
+    expected = ", ".join(f"{n} of {len(splits[s])} {s}" for s, n in counts.items() if n)
+    message = (
+        f"task 'scene': {expected} rows have no label in column 'scene_class' "
+        "(left out of its loss and metrics)"
+    )
+    assert message in caplog.messages
+    assert not any("task 'score'" in m for m in caplog.messages)
+
+    prepared = prepare(config, progress=False)
+    assert prepared.labels["scene"] == {
+        "column": "scene_class",
+        "unlabelled": counts,
+        "message": message,
+    }
+    assert prepared.labels["score"] == {
+        "column": "score",
+        "unlabelled": {"train": 0, "val": 0, "test": 0},
+    }

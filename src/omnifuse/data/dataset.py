@@ -345,6 +345,30 @@ def check_columns(config: RunConfig, manifest: Manifest) -> None:
             )
 
 
+def label_notes(
+    manifest: Manifest, splits: dict[str, list[int]], tasks: dict[str, TaskSpec]
+) -> dict[str, dict[str, Any]]:
+    """task -> `{"column": target, "unlabelled": {split: rows without a label}}` for each task
+    with a target column, with a one-line "message" when any row lacks its label. Such rows
+    are kept (their other tasks still train) and left out of the task's loss and metrics."""
+    notes: dict[str, dict[str, Any]] = {}
+    for name, task in tasks.items():
+        if task.target is None:
+            continue
+        counts = {
+            split: sum(not task.has_label(manifest.rows[i]) for i in rows)
+            for split, rows in splits.items()
+        }
+        notes[name] = {"column": task.target, "unlabelled": counts}
+        if any(counts.values()):
+            parts = [f"{n} of {len(splits[split])} {split}" for split, n in counts.items() if n]
+            notes[name]["message"] = (
+                f"task '{name}': {', '.join(parts)} rows have no label in column "
+                f"'{task.target}' (left out of its loss and metrics)"
+            )
+    return notes
+
+
 def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:
     manifest = read_manifest(resolve_manifest(config.data, progress=True))
     check_columns(config, manifest)

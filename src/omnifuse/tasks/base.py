@@ -204,6 +204,10 @@ class TaskSpec:
         """The target for one row, or None when the row has no label for this task."""
         return None
 
+    def has_label(self, row: Mapping[str, Any]) -> bool:
+        """Whether the row has a label in this task's target column (counted for reports)."""
+        return self.target is None or not missing_label(row.get(self.target))
+
     def target_template(self) -> Tensor:
         """A placeholder target (shape and dtype) for samples without a label."""
         return torch.zeros(())

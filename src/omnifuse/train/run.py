@@ -23,6 +23,7 @@ from omnifuse.data.dataset import (
     Readers,
     SampleSet,
     fit_config,
+    label_notes,
     load_samples,
     read_splits,
     reuse_fitted,
@@ -66,6 +67,7 @@ class Prepared:
     manifest: Manifest
     rows: dict[str, list[int]]
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> loading notes
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> rows unlabelled
     skipped: list[BadRow] = field(default_factory=list)  # rows left out with skip_bad
     # modality -> its stored backbone features (shards written with --features)
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -125,7 +127,8 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     if not splits["test"] and not splits["val"]:
         raise DataError(f"{manifest.path.name}: no rows in the val or test split to evaluate on")
     notes = {name: note for name, m in readers.modalities.items() if (note := m.notes())}
-    for note in notes.values():
+    labels = label_notes(manifest, indices, readers.tasks)
+    for note in [*notes.values(), *labels.values()]:
         if "message" in note:
             logger.warning(note["message"])
     return Prepared(
@@ -135,6 +138,7 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
         manifest=manifest,
         rows=indices,
         notes=notes,
+        labels=labels,
         skipped=bad,
     )
 
@@ -351,6 +355,7 @@ def _report(
         "evaluated_on": prepared.evaluation,
         "skipped_rows": len(prepared.skipped),
         "data": prepared.notes,
+        "labels": prepared.labels,
         "ablation": modality_ablation(trained.model, samples, prepared.collate),
     }
     if examples := generation_examples(trained.model, samples, prepared.collate):
