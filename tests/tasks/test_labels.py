@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omnifuse.config import parse_config
+from omnifuse.data.dataset import label_notes
 from omnifuse.data.validate import validate_manifest
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.manifest import Manifest, read_manifest, split_rows
@@ -184,4 +185,20 @@ def test_rows_without_a_label_are_counted_not_bad(
     assert prepared.labels["score"] == {
         "column": "score",
         "unlabelled": {"train": 0, "val": 0, "test": 0},
+    }
+
+
+def test_label_notes_count_each_split_and_leave_out_ragged_rows(tmp_path: Path):
+    path = tmp_path / "m.csv"
+    path.write_text("id,y\na,1\nb,\nc, \nd,2\ne,2,extra\n")
+    manifest = read_manifest(path)
+    task = ClassificationSpec("y", target="y", classes=["1", "2"])
+    notes = label_notes(manifest, {"train": [0, 1, 4], "test": [2, 3]}, {"y": task})
+    assert notes == {
+        "y": {
+            "column": "y",
+            "unlabelled": {"train": 1, "test": 1},
+            "message": "task 'y': 1 of 2 train, 1 of 2 test rows have no label in column 'y' "
+            "(left out of its loss and metrics)",
+        }
     }

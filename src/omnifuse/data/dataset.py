@@ -350,7 +350,9 @@ def label_notes(
 ) -> dict[str, dict[str, Any]]:
     """task -> `{"column": target, "unlabelled": {split: rows without a label}}` for each task
     with a target column, with a one-line "message" when any row lacks its label. Such rows
-    are kept (their other tasks still train) and left out of the task's loss and metrics."""
+    are kept (their other tasks still train) and left out of the task's loss and metrics.
+    Rows the manifest could not read whole are not counted."""
+    splits = {s: [i for i in rows if i not in manifest.problems] for s, rows in splits.items()}
     notes: dict[str, dict[str, Any]] = {}
     for name, task in tasks.items():
         if task.target is None:
