@@ -151,7 +151,7 @@ def _read_csv(path: Path) -> Manifest:
                             f"line {line}: {len(fields)} fields, but the header has "
                             f"{len(header)} columns"
                         )
-                    fields = fields[: len(header)] + [""] * (len(header) - len(fields))
+                        fields = fields[: len(header)] + [""] * (len(header) - len(fields))
                     cells = zip(header, fields, strict=True)
                     rows.append({name: cell if cell != "" else None for name, cell in cells})
                 line = reader.line_num + 1
