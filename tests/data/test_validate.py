@@ -105,3 +105,7 @@ def test_training_refuses_bad_rows_or_skips_them(broken: tuple[Path, list[dict]]
     assert [s["row"] for s in skipped] == [4, 11, 21, 31, 41]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["skipped_rows"] == 5 and metrics["samples"] == 155
+    assert {task: sum(note["unlabelled"].values()) for task, note in metrics["labels"].items()} == {
+        "scene": 0,
+        "score": 0,
+    }

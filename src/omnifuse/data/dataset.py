@@ -28,7 +28,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality
-from omnifuse.registry import DATASETS, create_modality
+from omnifuse.registry import DATASETS, closest, create_modality
 from omnifuse.tasks.base import TaskSpec
 
 CHUNK = 1024  # rows read at a time when checking: bounds the memory of a streaming check
@@ -99,8 +99,9 @@ def fit_config(config: RunConfig, manifest: Manifest, train: Sequence[int]) -> R
     """The config with every modality's and task's statistics fitted on the training rows.
 
     Only values left unset (None) are filled: a class list or a statistic given in the
-    config is kept as given.
+    config is kept as given. Rows the manifest could not read whole are left out.
     """
+    train = [index for index in train if index not in manifest.problems]
     data = config.model_dump(mode="json")
     readers = Readers.of(config)
     fitted_on = {}
@@ -134,6 +135,8 @@ def _fill_unset(values: dict[str, Any], fitted: dict[str, Any]) -> None:
 
 def read_row(manifest: Manifest, index: int, readers: Readers) -> Sample | BadRow:
     """Row `index` preprocessed, or the first problem found in it (row, column, what)."""
+    if index in manifest.problems:
+        return BadRow(index, manifest.where(index), manifest.problems[index])
     row = manifest.rows[index]
     try:
         return Sample(
@@ -326,16 +329,55 @@ class BadRowsError(DataError):
         )
 
 
+def check_columns(config: RunConfig, manifest: Manifest) -> None:
+    """Refuse a column the config names that the manifest lacks, with the closest it has: a
+    misspelt target would otherwise read as a task without labels."""
+    columns = manifest.columns
+    for name in sorted(config.modalities):
+        for column in create_modality(name, config.modalities[name]).columns():
+            if column not in columns:
+                raise DataError(
+                    f"{manifest.path.name}: no column '{column}'{closest(column, columns)} "
+                    f"(named by modality '{name}')"
+                )
+    for name in sorted(config.model.tasks):
+        target = config.task_spec(name).target
+        if target is not None and target not in columns:
+            raise DataError(
+                f"model.tasks.{name}.target: no column '{target}' in {manifest.path.name}"
+                f"{closest(target, columns)}"
+            )
+
+
+def label_notes(
+    manifest: Manifest, splits: dict[str, list[int]], tasks: dict[str, TaskSpec]
+) -> dict[str, dict[str, Any]]:
+    """task -> `{"column": target, "unlabelled": {split: rows without a label}}` for each task
+    with a target column, with a one-line "message" when any row lacks its label. Such rows
+    are kept (their other tasks still train) and left out of the task's loss and metrics.
+    Rows the manifest could not read whole are not counted."""
+    splits = {s: [i for i in rows if i not in manifest.problems] for s, rows in splits.items()}
+    notes: dict[str, dict[str, Any]] = {}
+    for name, task in tasks.items():
+        if task.target is None:
+            continue
+        counts = {
+            split: sum(not task.has_label(manifest.rows[i]) for i in rows)
+            for split, rows in splits.items()
+        }
+        notes[name] = {"column": task.target, "unlabelled": counts}
+        if any(counts.values()):
+            parts = [f"{n} of {len(splits[split])} {split}" for split, n in counts.items() if n]
+            notes[name]["message"] = (
+                f"task '{name}': {', '.join(parts)} rows have no label in column "
+                f"'{task.target}' (left out of its loss and metrics)"
+            )
+    return notes
+
+
 def read_splits(config: RunConfig) -> tuple[Manifest, dict[str, list[int]]]:
     manifest = read_manifest(resolve_manifest(config.data, progress=True))
-    missing = [
-        column
-        for name, modality in config.modalities.items()
-        for column in create_modality(name, modality).columns()
-        if column not in manifest.rows[0]
-    ]
-    if missing:
-        raise DataError(f"{manifest.path.name}: no column '{missing[0]}' (named in the config)")
+    check_columns(config, manifest)
     splits = split_rows(
         manifest,
         column=config.data.split_column,

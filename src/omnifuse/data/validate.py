@@ -4,19 +4,32 @@ With a run config, each modality and target is checked as training would read it
 lists and statistics fitted on the training split). Without one, a column whose values all
 name files of one modality kind's suffixes (images, audio) is read as that kind, with its
 default settings, and every such file is opened.
+
+Rows without a task's label are not bad (the task leaves them out), but they are counted: one
+warning per task says how many of each split lack it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from omnifuse.config import RunConfig
-from omnifuse.data.dataset import BadRow, Readers, fit_config, load_samples
+from omnifuse.data.dataset import (
+    BadRow,
+    Readers,
+    check_columns,
+    fit_config,
+    label_notes,
+    load_samples,
+)
 from omnifuse.manifest import Manifest, read_manifest, split_rows
 from omnifuse.modalities.base import Modality, is_missing
 from omnifuse.registry import KINDS, create_modality
+
+logger = logging.getLogger(__name__)
 
 
 def kind_suffixes(kind: str) -> tuple[str, ...]:
@@ -28,8 +41,9 @@ def file_columns(manifest: Manifest) -> dict[str, Modality]:
     """A modality for each column whose present values all name files of one kind's
     suffixes (a kind whose config needs no more than the column to be built)."""
     modalities: dict[str, Modality] = {}
-    for column in manifest.rows[0]:
-        values = [r.get(column) for r in manifest.rows if not is_missing(r.get(column))]
+    rows = [row for i, row in enumerate(manifest.rows) if i not in manifest.problems]
+    for column in manifest.columns:
+        values = [r.get(column) for r in rows if not is_missing(r.get(column))]
         if not values or not all(isinstance(v, str) for v in values):
             continue
         suffixes = {Path(str(v)).suffix.lower() for v in values}
@@ -47,11 +61,13 @@ def file_columns(manifest: Manifest) -> dict[str, Modality]:
 def validate_manifest(
     path: str | Path, config: RunConfig | None = None, *, progress: bool = False
 ) -> tuple[Manifest, list[BadRow]]:
-    """The manifest and its bad rows, each with the first problem found in it."""
+    """The manifest and its bad rows, each with the first problem found in it. With a
+    config, a warning for each task says how many rows of each split have no label for it."""
     manifest = read_manifest(path)
     if config is None:
         readers = Readers(file_columns(manifest), {})
     else:
+        check_columns(config, manifest)
         splits = split_rows(
             manifest,
             column=config.data.split_column,
@@ -60,6 +76,9 @@ def validate_manifest(
             seed=config.train.seed,
         )
         readers = Readers.of(fit_config(config, manifest, splits["train"]))
+        for note in label_notes(manifest, splits, readers.tasks).values():
+            if "message" in note:
+                logger.warning(note["message"])
     _, bad = load_samples(
         manifest, range(len(manifest.rows)), readers, progress=progress, desc="validating"
     )

@@ -22,7 +22,14 @@ from omnifuse.heads.query import QueryHead
 from omnifuse.interfaces import Batch, Fused, Tokens
 from omnifuse.layers.attention import masked_mean
 from omnifuse.manifest import Manifest
+from omnifuse.modalities.base import is_missing
 from omnifuse.registry import closest
+
+
+def missing_label(value: Any) -> bool:
+    """An empty cell (None, NaN, '' or only whitespace): the row has no label, and a task
+    leaves it out of its loss and metrics."""
+    return is_missing(value) or (isinstance(value, str) and not value.strip())
 
 
 def hide(tokens: Tokens, keep: Tensor) -> Tokens:
@@ -196,6 +203,10 @@ class TaskSpec:
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
         """The target for one row, or None when the row has no label for this task."""
         return None
+
+    def has_label(self, row: Mapping[str, Any]) -> bool:
+        """Whether the row has a label in this task's target column (counted for reports)."""
+        return self.target is None or not missing_label(row.get(self.target))
 
     def target_template(self) -> Tensor:
         """A placeholder target (shape and dtype) for samples without a label."""

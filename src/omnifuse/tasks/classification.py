@@ -1,7 +1,14 @@
-"""Multi-class classification of a manifest column, decoded by one Perceiver IO query."""
+"""Multi-class classification of a manifest column, decoded by one Perceiver IO query.
+
+A label is compared as text, made by one rule (`label_text`) wherever labels are read:
+fitting the class list, loading targets, classes given in the config. CSV gives every cell
+as text while JSON Lines and Parquet give numbers as numbers, so the rule makes 1, 1.0, "1"
+and "1.0" one class.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,14 +16,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnifuse.errors import DataError
+from omnifuse.errors import ConfigError, DataError
 from omnifuse.heads.query import QueryHead
 from omnifuse.interfaces import Batch
 from omnifuse.manifest import Manifest
 from omnifuse.metrics import accuracy, macro_f1
-from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, missing_label, no_loss
+
+WHOLE = re.compile(r"([+-]?\d+)\.0+")  # "1.0": how pandas writes 1 in a column with gaps
+
+
+def label_text(value: Any) -> str | None:
+    """The label a cell holds, as text; None for a missing one (empty or only whitespace).
+
+    Text is stripped of surrounding whitespace; a whole number is written as an integer (1,
+    1.0, "1" and "1.0" are all "1"), any other number as Python writes it ("0.5"), a boolean
+    as True or False (as pandas writes it to CSV). A list or an object is no label.
+
+    >>> [label_text(v) for v in (1, 1.0, " 1.0 ", "cat ", True, 0.5, " ")]
+    ['1', '1', '1', 'cat', 'True', '0.5', None]
+    """
+    if missing_label(value):
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | tuple | dict | bytes):
+        raise DataError(f"expected a label (text or a number), got {type(value).__name__}")
+    text = str(value).strip()
+    whole = WHOLE.fullmatch(text)
+    return str(int(whole[1])) if whole else text
 
 
 def _label_order(label: str) -> tuple[int, float | str]:
@@ -64,7 +95,8 @@ class Classification(Task):
 
 @register_task("classification")
 class ClassificationSpec(TaskSpec):
-    """One label per sample from column `target`; `classes` are fitted when not given."""
+    """One label per sample from column `target`, read by `label_text`; `classes` are fitted
+    when not given (and given ones are read by the same rule)."""
 
     target: str
 
@@ -73,11 +105,27 @@ class ClassificationSpec(TaskSpec):
     ) -> None:
         super().__init__(name, weight=weight)
         self.target = target
-        self.classes = classes or []
+        self.classes: list[str] = []
+        for given in classes or []:
+            try:
+                label = label_text(given)
+            except DataError as error:
+                raise ConfigError(f"model.tasks.{name}.classes: {error}") from None
+            if label is None or label in self.classes:
+                why = "an empty class" if label is None else f"class '{label}' appears twice"
+                raise ConfigError(f"model.tasks.{name}.classes: {why} (given {given!r})")
+            self.classes.append(label)
+        self.index = {label: i for i, label in enumerate(self.classes)}
+
+    def label(self, row: Mapping[str, Any]) -> str | None:
+        """The row's label (`label_text`), or None when it has none."""
+        try:
+            return label_text(row.get(self.target))
+        except DataError as error:
+            raise DataError(f"column '{self.target}': {error}") from None
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:
-        cells = [manifest.rows[i].get(self.target) for i in rows]
-        labels = {str(cell) for cell in cells if not is_missing(cell)}
+        labels = {label for label in manifest.readable(rows, self.label) if label is not None}
         if len(labels) < 2:
             raise DataError(f"column '{self.target}': fewer than 2 classes in the training split")
         return {"classes": sorted(labels, key=_label_order)}
@@ -86,16 +134,15 @@ class ClassificationSpec(TaskSpec):
         return torch.zeros((), dtype=torch.long)
 
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
-        value = row.get(self.target)
-        if is_missing(value):
+        label = self.label(row)
+        if label is None:
             return None
-        try:
-            return torch.tensor(self.classes.index(str(value)))
-        except ValueError:
+        if label not in self.index:
             raise DataError(
-                f"column '{self.target}': label {value!r} is not one of the "
+                f"column '{self.target}': label {row.get(self.target)!r} is not one of the "
                 f"{len(self.classes)} classes of task '{self.name}'"
-            ) from None
+            )
+        return torch.tensor(self.index[label])
 
     def build(self, *, dim: int, modalities: Sequence[str]) -> Classification:
         return Classification(name=self.name, dim=dim, classes=self.classes, weight=self.weight)

@@ -41,10 +41,9 @@ from omnifuse.heads.text_decoder import (
 from omnifuse.interfaces import Batch, Fused
 from omnifuse.manifest import Manifest
 from omnifuse.metrics import text_metrics
-from omnifuse.modalities.base import is_missing
 from omnifuse.modalities.text import BYTE_VOCAB, bpe_tokenizer, bpe_vocab, train_bpe
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, missing_label, no_loss
 
 Decoding = Literal["greedy", "beam", "sample"]
 logger = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ class GenerationSpec(TaskSpec):
         texts = []
         for index in rows:
             text = manifest.rows[index].get(self.target)
-            if is_missing(text):
+            if missing_label(text):
                 continue
             if not isinstance(text, str):
                 raise DataError(
@@ -240,7 +239,7 @@ class GenerationSpec(TaskSpec):
 
     def load_target(self, row: Mapping[str, Any]) -> Tensor | None:
         value = row.get(self.target)
-        if is_missing(value):
+        if missing_label(value):
             return None
         if not isinstance(value, str):
             raise DataError(f"column '{self.target}': expected text, got {type(value).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,9 +15,11 @@ from omnifuse.errors import DataError
 from omnifuse.heads.query import QueryHead
 from omnifuse.interfaces import Batch
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import is_missing
 from omnifuse.registry import register_task
-from omnifuse.tasks.base import Task, TaskSpec, TaskView, no_loss
+from omnifuse.tasks.base import Task, TaskSpec, TaskView, missing_label, no_loss
+
+# a decimal number as CSV writes one: no underscores, no words (float() takes "1_0", "nan")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class Regression(Task):
@@ -47,7 +50,8 @@ class Regression(Task):
 
 @register_task("regression")
 class RegressionSpec(TaskSpec):
-    """A number per sample from column `target`; `mean` and `std` are fitted when not given."""
+    """A number per sample from column `target` (a number, or text that writes one in
+    decimal); `mean` and `std` are fitted when not given."""
 
     target: str
 
@@ -66,15 +70,22 @@ class RegressionSpec(TaskSpec):
         self.std = 1.0 if std is None else std
 
     def value(self, row: Mapping[str, Any]) -> float | None:
+        """The row's target, or None when its cell is empty (or only whitespace)."""
         value = row.get(self.target)
-        if is_missing(value):
+        if missing_label(value):
             return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float | str)
+            or (isinstance(value, str) and not NUMBER.fullmatch(value.strip()))
+        ):
+            raise DataError(f"column '{self.target}': not a number: {value!r}")
         try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise DataError(f"column '{self.target}': not a number: {value!r}") from None
+            number = float(value)
+        except OverflowError:  # an integer beyond floats
+            number = math.inf
         if not math.isfinite(number):
-            raise DataError(f"column '{self.target}': infinite value")
+            raise DataError(f"column '{self.target}': not a finite number: {value!r}")
         return number
 
     def fit(self, manifest: Manifest, rows: Sequence[int]) -> dict[str, Any]:

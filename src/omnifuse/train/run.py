@@ -23,6 +23,7 @@ from omnifuse.data.dataset import (
     Readers,
     SampleSet,
     fit_config,
+    label_notes,
     load_samples,
     read_splits,
     reuse_fitted,
@@ -66,6 +67,7 @@ class Prepared:
     manifest: Manifest
     rows: dict[str, list[int]]
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> loading notes
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> rows unlabelled
     skipped: list[BadRow] = field(default_factory=list)  # rows left out with skip_bad
     # modality -> its stored backbone features (shards written with --features): a model
     # trained on these samples must read them (`data.shards.read_features`), as `train` does
@@ -126,7 +128,8 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
     if not splits["test"] and not splits["val"]:
         raise DataError(f"{manifest.path.name}: no rows in the val or test split to evaluate on")
     notes = {name: note for name, m in readers.modalities.items() if (note := m.notes())}
-    for note in notes.values():
+    labels = label_notes(manifest, indices, readers.tasks)
+    for note in [*notes.values(), *labels.values()]:
         if "message" in note:
             logger.warning(note["message"])
     return Prepared(
@@ -136,6 +139,7 @@ def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True)
         manifest=manifest,
         rows=indices,
         notes=notes,
+        labels=labels,
         skipped=bad,
     )
 
@@ -354,6 +358,7 @@ def _report(
         "evaluated_on": prepared.evaluation,
         "skipped_rows": len(prepared.skipped),
         "data": prepared.notes,
+        "labels": prepared.labels,
         "ablation": modality_ablation(trained.model, samples, prepared.collate),
     }
     if examples := generation_examples(trained.model, samples, prepared.collate):
