@@ -21,11 +21,10 @@ from omnifuse.eval.evaluate import evaluate
 from omnifuse.eval.zero_shot import PLACEHOLDER, zero_shot
 from omnifuse.interfaces import Sample
 from omnifuse.manifest import Manifest, read_manifest
-from omnifuse.modalities.base import is_missing
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import closest
 from omnifuse.tasks.alignment import aligned_task
-from omnifuse.tasks.classification import ClassificationSpec
+from omnifuse.tasks.classification import ClassificationSpec, label_text
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -132,13 +131,12 @@ def zero_shot_column(
         for spec in Readers.of(model.config).tasks.values()
         if isinstance(spec, ClassificationSpec) and spec.target == column
     ]
-    values = [manifest.rows[i].get(column) for i in rows]
-    labels = [None if is_missing(v) else str(v) for v in values]
-    classes = (
-        fitted[0]
-        if fitted
-        else sorted({str(v) for row in manifest.rows if not is_missing(v := row.get(column))})
-    )
+    try:  # read by the rule every label is read by
+        labels = [label_text(manifest.rows[i].get(column)) for i in rows]
+        every = {label_text(row.get(column)) for row in manifest.rows}
+    except DataError as error:
+        raise DataError(f"{manifest.path.name}, column '{column}': {error}") from None
+    classes = fitted[0] if fitted else sorted(c for c in every if c is not None)
     result = zero_shot(model, samples, labels, classes, prompt=prompt)
     return {
         "column": column,

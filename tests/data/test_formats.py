@@ -85,7 +85,9 @@ def coco(tmp_path: Path) -> Path:
 
 def test_a_manifest_is_not_written_where_its_files_would_be_outside_its_folder(tmp_path: Path):
     image(tmp_path / "pets" / "cat" / "a.png")
-    with pytest.raises(DataError, match=r"a\.png: outside .*/elsewhere, the folder of the manifest"):
+    with pytest.raises(
+        DataError, match=r"a\.png: outside .*/elsewhere, the folder of the manifest"
+    ):
         import_image_folder(tmp_path / "pets", tmp_path / "elsewhere" / "manifest.csv")
     with pytest.raises(DataError, match=r"outside .*/m, the folder of the manifest to write"):
         import_coco_captions(coco(tmp_path), tmp_path / "images", tmp_path / "m" / "c.jsonl")

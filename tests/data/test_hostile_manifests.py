@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_ragged_rows_are_bad_rows_naming_their_line(tmp_path: Path):
     assert manifest.rows[4] == {"id": "e", "split": "test", "y": "5"}  # the blank line is no row
     bad = read_row(manifest, 2, Readers({}, {}))
     assert str(bad) == "m.csv row 3 (id c), line 5: 2 fields, but the header has 3 columns"
-    _, listed = validate_manifest(path)
+    listed = validate_manifest(path).bad
     assert [row.index for row in listed] == [2, 3]
 
 
@@ -87,18 +88,20 @@ def test_a_ragged_row_whose_split_is_garbled_counts_as_training(tmp_path: Path):
 @pytest.fixture
 def ragged_world(world: Path, tmp_path: Path) -> Path:
     """The tiny world as CSV (absolute file paths) with row 6 one field short."""
+    folder = tmp_path / "world"  # a copy: the files a manifest names lie in its folder
+    shutil.copytree(world.parent, folder)
     rows = pq.read_table(world).to_pylist()
     for row in rows:
         for column in ("image", "audio"):
             if row[column]:
-                row[column] = str(world.parent / row[column])
+                row[column] = str(folder / row[column])
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(rows[0])
     for index, row in enumerate(rows):
         cells = ["" if v is None else v for v in row.values()]
         writer.writerow(cells[:-1] if index == 5 else cells)
-    path = tmp_path / "ragged.csv"
+    path = folder / "ragged.csv"
     path.write_text(text.getvalue())
     return path
 

@@ -33,7 +33,7 @@ def test_prepare_and_validate_build_no_module(world: Path, no_modules: None):
     assert prepared.config.model.tasks["caption"].options["merges"]
     batch = prepared.collate(prepared.splits["train"][:4])
     assert set(batch.targets) == {"caption", "scene", "score"}
-    _, bad = validate_manifest(world, config)
+    bad = validate_manifest(world, config).bad
     assert bad == []
 
 

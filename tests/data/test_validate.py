@@ -55,7 +55,7 @@ def pinned(manifest: Path, **train) -> dict:
 def test_validate_lists_every_bad_row(broken: tuple[Path, list[dict]], world: Path):
     path, rows = broken
     config = parse_config(pinned(world))
-    _, bad = validate_manifest(path, config)
+    bad = validate_manifest(path, config).bad
     assert [b.index for b in bad] == [3, 10, 20, 30, 40]
     problems = [b.problem for b in bad]
     assert problems[0].startswith("column 'image': file not found:")
@@ -68,7 +68,7 @@ def test_validate_lists_every_bad_row(broken: tuple[Path, list[dict]], world: Pa
 
 def test_validate_without_a_config_opens_every_file(broken: tuple[Path, list[dict]]):
     path, _ = broken
-    _, bad = validate_manifest(path)
+    bad = validate_manifest(path).bad
     assert [b.index for b in bad] == [3, 10, 40]  # values and labels need a config
 
 

@@ -119,7 +119,9 @@ def test_32_bit_integer_and_float_images_are_scaled_by_their_range(tmp_path: Pat
     sixteen = np.arange(64, dtype=np.int32).reshape(8, 8) * 1000
     Image.fromarray(sixteen).save(tmp_path / "i16.tif")
     assert Image.open(tmp_path / "i16.tif").mode == "I"
-    np.testing.assert_allclose(raw(modality, "i16.tif", tmp_path)[..., 0], sixteen / 65535, atol=1e-6)
+    np.testing.assert_allclose(
+        raw(modality, "i16.tif", tmp_path)[..., 0], sixteen / 65535, atol=1e-6
+    )
     nan = floats.copy()
     nan[0, 0] = np.nan
     Image.fromarray(nan).save(tmp_path / "nan.tif")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -58,12 +59,19 @@ def file_columns(manifest: Manifest) -> dict[str, Modality]:
     return modalities
 
 
+class Validation(NamedTuple):
+    manifest: Manifest
+    bad: list[BadRow]  # each bad row with the first problem found in it, in row order
+    labels: dict[str, dict[str, Any]]  # with a config: per task, rows lacking a label
+
+
 def validate_manifest(
     path: str | Path, config: RunConfig | None = None, *, progress: bool = False
-) -> tuple[Manifest, list[BadRow]]:
-    """The manifest and its bad rows, each with the first problem found in it. With a
-    config, a warning for each task says how many rows of each split have no label for it."""
+) -> Validation:
+    """The manifest, its bad rows and (with a config) how many rows of each split have no
+    label for each task (`label_notes`; also logged as warnings)."""
     manifest = read_manifest(path)
+    labels: dict[str, dict[str, Any]] = {}
     if config is None:
         readers = Readers(file_columns(manifest), {})
     else:
@@ -76,10 +84,11 @@ def validate_manifest(
             seed=config.train.seed,
         )
         readers = Readers.of(fit_config(config, manifest, splits["train"]))
-        for note in label_notes(manifest, splits, readers.tasks).values():
+        labels = label_notes(manifest, splits, readers.tasks)
+        for note in labels.values():
             if "message" in note:
                 logger.warning(note["message"])
     _, bad = load_samples(
         manifest, range(len(manifest.rows)), readers, progress=progress, desc="validating"
     )
-    return manifest, sorted(bad, key=lambda row: row.index)
+    return Validation(manifest, sorted(bad, key=lambda row: row.index), labels)

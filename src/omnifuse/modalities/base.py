@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import random
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -91,7 +92,10 @@ def decode_image(path: Path, *, size: int, grey: bool, max_pixels: int) -> np.nd
     colour key with transparency) are composited onto a white background.
     """
     target = (size, size)
-    with Image.open(path) as file:
+    with warnings.catch_warnings():  # the size is checked below, against max_pixels
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        opened = Image.open(path)
+    with opened as file:
         width, height = file.size
         if width * height > max_pixels:
             raise ValueError(
@@ -101,8 +105,8 @@ def decode_image(path: Path, *, size: int, grey: bool, max_pixels: int) -> np.nd
     if image.mode in FULL_SCALE:
         scale = FULL_SCALE[image.mode]
         if image.mode == "I":
-            low, high = image.getextrema()
-            scale = 65535 if 0 <= low and high <= 65535 else scale
+            low, high = cast(tuple[int, int], image.getextrema())  # one band
+            scale = 65535 if low >= 0 and high <= 65535 else scale
         plane = image.convert("F").resize(target, Image.Resampling.BILINEAR)
         values = np.asarray(plane, dtype=np.float32) / np.float32(scale)
         if np.isnan(values).any():
