@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -45,6 +46,9 @@ def test_train_writes_metrics_and_model(world: Path, tmp_path: Path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0 <= metrics["tasks"]["scene"]["accuracy"] <= 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    threads = torch.get_num_threads()  # what the run set (share_cores, or OMP_NUM_THREADS)
+    assert metrics["compute"] == {"threads": threads, "processes": 1, "workers": 0}
+    assert f"(1 x {threads} threads, 0 data workers each)" in result.output
 
 
 def test_baselines_without_a_task_for_a_modality_stop_before_training(world: Path, tmp_path: Path):

@@ -198,7 +198,9 @@ class TrainConfig(StrictModel):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     checkpoint_every: int = Field(100, ge=0)  # steps between checkpoints (0: epoch ends only)
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    # torch intra-op threads per process; None: OMP_NUM_THREADS if set, else the usable cores
+    # less one per data worker and one, shared among the machine's processes (share_cores)
+    threads: int | None = Field(None, ge=1)
     # how several processes (torchrun) share the model: ddp, a whole copy on each, gradients
     # averaged; fsdp, each encoder's weights sharded over the ranks (FSDP2 fully_shard) and
     # gathered only for its forward and backward. Unused in a single process.

@@ -55,6 +55,28 @@ def test_long_series_are_cut_and_counted():
     }
 
 
+def test_a_long_series_file_is_read_no_further_than_max_length(tmp_path: Path):
+    """A million steps in a .npy or a .csv: only max_length + 1 are read (the one more says it
+    was cut), and the fitted statistics are those of the steps the model reads."""
+    import tracemalloc
+
+    steps = np.arange(1_000_000, dtype=np.float32)[:, None].repeat(2, axis=1)
+    np.save(tmp_path / "long.npy", steps)
+    with (tmp_path / "long.csv").open("w") as file:
+        file.write("a,b\n" + "".join(f"{i},{i}\n" for i in range(200_000)))
+    modality = create_modality("s", TimeSeriesConfig(channels=2, max_length=8))
+    for cell in ("long.npy", "long.csv"):
+        tracemalloc.start()
+        series = modality.load({"s": cell}, tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert series.shape == (2, 8) and series[0].tolist() == list(range(8)), cell
+        assert peak < 1_000_000, (cell, peak)  # the file is 8 MB (npy) and 2.6 MB (csv)
+    assert modality.notes()["truncated"] == 2
+    fitted = modality.fit(Manifest(tmp_path / "m.csv", [{"s": "long.npy"}]), [0])
+    assert fitted.mean == pytest.approx([3.5, 3.5])  # steps 0..7, not the whole file
+
+
 def test_gaps_mask_whole_patches_and_mark_partial_ones():
     encoder = create_encoder("timeseries_patch", dim=8, channels=1, patch=2, depth=0).eval()
     x = torch.tensor([[[1.0, NAN, NAN, NAN, 5.0, 6.0]]])  # (B=1, C=1, T=6)

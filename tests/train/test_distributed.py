@@ -218,3 +218,25 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_metrics(
     assert tasks(out) == tasks(tmp_path / "reference")
     with (out / "steps.csv").open() as file:
         assert [int(row["step"]) for row in csv.DictReader(file)] == list(range(1, steps + 1))
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "local", "expected"),
+    [(2, 0, 1, 1), (1, 0, 1, 1), (16, 0, 1, 15), (16, 2, 2, 6), (4, 4, 1, 1)],
+)
+def test_threads_leave_a_core_and_share_the_rest(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, local: int, expected: int
+):
+    """Unset train.threads: the usable cores less one per data worker and one, shared among
+    the machine's processes; train.threads and OMP_NUM_THREADS win over it."""
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    try:
+        assert distributed.share_cores(None, workers) == expected == torch.get_num_threads()
+        assert distributed.share_cores(3, workers) == 3 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert distributed.share_cores(None, workers) == 3  # torch's (here: the last set)
+    finally:
+        torch.set_num_threads(before)

@@ -39,6 +39,7 @@ from omnifuse.eval.robustness import sweep as robustness_sweep
 from omnifuse.fusion.base import count_parameters
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import closest, list_fusions
+from omnifuse.train.distributed import share_cores
 from omnifuse.train.loop import seed_everything
 from omnifuse.train.run import Prepared, prepare, train
 
@@ -330,8 +331,7 @@ def run_bench(
     if seeds < 1:
         raise ConfigError(f"bench --seeds: at least 1, got {seeds}")
     task = bench_task(config, task)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    share_cores(config.train.threads, config.data.loader_workers)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if peak is None:

@@ -32,8 +32,11 @@ def print_metrics(metrics: dict[str, Any]) -> None:
             for c in columns
         ]
         click.echo(f"{task + '/' + key:<{width}}" + "".join(cells))
+    compute = metrics["compute"]
     click.echo(
-        f"trained in {metrics['train_seconds']:.1f} s on {metrics['splits']['train']} samples"
+        f"trained in {metrics['train_seconds']:.1f} s on {metrics['splits']['train']} samples "
+        f"({compute['processes']} x {compute['threads']} threads, "
+        f"{compute['workers']} data workers each)"
     )
 
 

@@ -3,8 +3,9 @@
 A series is laid out time x channels: a .npy array of shape (time, channels) or (time,), a CSV
 file with one row per time step and one column per channel (an optional header row is
 skipped; an empty cell is a gap), or a JSON list of numbers (one channel) or of per-step lists.
-NaN marks a gap. Channels are standardised with statistics fitted on the training split and
-the series is cut to `max_length` steps (cuts are counted and reported). The tensor is
+NaN marks a gap. Channels are standardised with statistics fitted on the training split (on
+the steps the model reads) and the series is cut to `max_length` steps (cuts are counted and
+reported); a file is read no further than that, however long. The tensor is
 (channels, time), so that the collate pads time and records each series' length.
 
 The encoder embeds each patch of `patch` steps from its values (gaps set to 0, the channel
@@ -15,8 +16,10 @@ patch with no observed value, or past the series' end, is masked.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +34,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import Modality, TruncationCount, load_npy
+from omnifuse.modalities.base import Modality, TruncationCount
 from omnifuse.modalities.perturbations import Perturbation, frame_dropout, gaussian_noise
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
@@ -40,14 +43,25 @@ def _number(cell: str) -> float:
     return math.nan if cell.strip() == "" else float(cell)
 
 
-def read_csv_series(path: Path) -> list[list[float]]:
-    """Rows of numbers; a first row that is not numeric is a header and skipped."""
+def read_csv_series(path: Path, steps: int | None = None) -> list[list[float]]:
+    """Rows of numbers, the first `steps` of them (all without a limit: only as much of the
+    file is read); a first row that is not numeric is a header and skipped."""
     with path.open(newline="") as file:
-        rows = [row for row in csv.reader(file) if row]
+        rows = list(itertools.islice((row for row in csv.reader(file) if row), _plus(steps, 1)))
     try:
-        return [[_number(cell) for cell in row] for row in rows]
+        return [[_number(cell) for cell in row] for row in rows[:steps]]
     except ValueError:
         return [[_number(cell) for cell in row] for row in rows[1:]]
+
+
+def read_npy_series(path: Path, steps: int | None = None) -> np.ndarray:
+    """The first `steps` steps of a .npy series, memory-mapped: only those are read."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.array(array[:steps] if array.ndim else array)
+
+
+def _plus(steps: int | None, more: int) -> int | None:
+    return None if steps is None else steps + more
 
 
 class TimeSeriesConfig(ModalityConfig):
@@ -74,14 +88,20 @@ class TimeSeriesModality(Modality[TimeSeriesConfig]):
         self.truncations = TruncationCount(name, "series", f"{config.max_length} steps")
 
     def read(self, value: Any, root: Path) -> Tensor:
-        """The whole series as (channels, time) floats, NaN at gaps, unstandardised."""
+        """The series as (channels, time) floats, NaN at gaps, unstandardised: from a file at
+        most `max_length` + 1 steps are read (one more tells that it was cut), however long
+        the file; a JSON cell is in the manifest already."""
         where = f"column '{self.column}'"
+        steps = self.config.max_length + 1
         array = self.read_numbers(
             value,
             root,
             what="series",
             expected="a .npy or .csv file or a JSON list",
-            files={".npy": load_npy, ".csv": read_csv_series},
+            files={
+                ".npy": partial(read_npy_series, steps=steps),
+                ".csv": partial(read_csv_series, steps=steps),
+            },
         )
         if array.size == 0:  # an empty series: present, with no steps
             array = np.empty((0, self.config.channels or 1), dtype=np.float32)
@@ -129,7 +149,8 @@ class TimeSeriesModality(Modality[TimeSeriesConfig]):
                 f"column '{self.column}': training series have {found} channels; "
                 f"set modalities.{self.name}.channels"
             )
-        values = torch.cat(series, dim=1).double()  # (channels, all steps)
+        # (channels, steps): the steps the model reads, not the one more that says it was cut
+        values = torch.cat([s[:, : self.config.max_length] for s in series], dim=1).double()
         observed = ~values.isnan()
         count = observed.sum(1).clamp(min=1)
         mean = torch.where(observed, values, 0.0).sum(1) / count

@@ -51,6 +51,24 @@ def session() -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def share_cores(threads: int | None, workers: int) -> int:
+    """Set and return torch's intra-op threads for this process: `threads` (train.threads)
+    when given; else torch's own choice when OMP_NUM_THREADS is set; else the cores this
+    process may run on, less one per data worker and one left for everything else (the loop,
+    the system, another program), shared among this machine's processes (torchrun's
+    LOCAL_WORLD_SIZE), at least 1. Threads that outnumber the free cores wait on each other:
+    with another process busy on one of 2 cores, 2 threads trained 3.7x slower than 1
+    (docs/benchmarks.md)."""
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        threads = max(1, ((cores or os.cpu_count() or 1) - workers - 1) // local)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def share(chunk: Sequence[int], batch_size: int) -> Sequence[int]:
     """This rank's rows of a global batch: every world-th one, from its rank."""
     if batch_size % ranks.world():

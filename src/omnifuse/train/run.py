@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from omnifuse import ranks
 from omnifuse.config import RunConfig
 from omnifuse.data.dataset import (
@@ -85,6 +83,8 @@ class Trained:
     history: History
     metrics: dict[str, dict[str, float]]
     train_seconds: float
+    # how it ran: torch threads per process, processes, data workers per process
+    compute: dict[str, int] = field(default_factory=dict)
 
 
 def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True) -> Prepared:
@@ -186,8 +186,14 @@ def train(
     if modalities is not None:
         config = config.without_modalities(modalities)
         splits = {name: samples.only(modalities) for name, samples in splits.items()}
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    workers = config.data.loader_workers
+    threads = distributed.share_cores(config.train.threads, workers)
+    logger.info(
+        "training with %d torch threads in each of %d processes, %d data workers each",
+        threads,
+        ranks.world(),
+        workers,
+    )
     seed_everything(config.train.seed)
     model = OmnifuseModel.build(config)
     if config.train.init is not None:
@@ -199,8 +205,6 @@ def train(
             len(model.state_dict()),
         )
     read_features(model, prepared.features)
-
-    workers = config.data.loader_workers
 
     def validate(model: OmnifuseModel) -> dict[str, float]:
         metrics = evaluate(
@@ -227,7 +231,8 @@ def train(
     metrics = evaluate(model, evaluation, prepared.collate, workers=workers, across_ranks=True)
     model = distributed.whole(model)  # rank 0 saves and reports it alone
     read_features(model, prepared.features)  # FSDP's gathered copy reads them too
-    return Trained(model, history, metrics, seconds)
+    compute = {"threads": threads, "processes": ranks.world(), "workers": workers}
+    return Trained(model, history, metrics, seconds, compute)
 
 
 def write_figures(trained: Trained, prepared: Prepared, out: Path) -> list[str]:
@@ -353,6 +358,7 @@ def _report(
     metrics: dict[str, Any] = {
         "tasks": trained.metrics,
         "train_seconds": round(trained.train_seconds, 2),
+        "compute": trained.compute,
         "samples": sum(len(s) for s in prepared.splits.values()),
         "splits": {name: len(s) for name, s in prepared.splits.items()},
         "evaluated_on": prepared.evaluation,
