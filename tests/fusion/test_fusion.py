@@ -273,3 +273,29 @@ def test_unimodal_reads_only_its_modality():
     x = inputs()
     other = x | {"b": tokens(torch.ones(4, 3, dtype=torch.bool), 9)}
     assert_same(fusion(x), fusion(other))
+
+
+def test_attention_without_a_mask_is_attention_with_every_key_valid():
+    """mask=None (SDPA's unmasked kernel) computes what an all-True mask does."""
+    from omnifuse.layers.attention import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(dim=16, heads=4)
+    query, context = torch.randn(3, 5, 16), torch.randn(3, 9, 16)
+    every = torch.ones(3, 9, dtype=torch.bool)
+    torch.testing.assert_close(attention(query, context, None), attention(query, context, every))
+    causal = attention(context, context, None, causal=True)
+    torch.testing.assert_close(causal, attention(context, context, every, causal=True))
+    # causal: position 0 reads only itself, so later positions cannot change it
+    changed = context.clone()
+    changed[:, 1:] += 1.0
+    torch.testing.assert_close(attention(changed, changed, None, causal=True)[:, 0], causal[:, 0])
+
+
+def test_perceiver_cross_heads_default_to_heads():
+    same = create_fusion("perceiver", dim=16, modalities=["a"], heads=4)
+    one = create_fusion("perceiver", dim=16, modalities=["a"], heads=4, cross_heads=1)
+    assert same.cross.attn.heads == 4 and one.cross.attn.heads == 1
+    assert all(block.attn.heads == 4 for block in one.blocks)
+    tokens = {"a": Tokens(torch.randn(2, 6, 16), torch.ones(2, 6, dtype=torch.bool))}
+    assert one(tokens).tokens.shape == (2, 16, 16)

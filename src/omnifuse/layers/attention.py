@@ -32,17 +32,27 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim)
 
     def forward(
-        self, query: Tensor, context: Tensor, mask: Tensor, *, causal: bool = False
+        self, query: Tensor, context: Tensor, mask: Tensor | None, *, causal: bool = False
     ) -> Tensor:
-        """`causal`: query i reads context positions up to i only (query and context the same
-        sequence, as in a text decoder)."""
+        """`mask` (B, M): the valid context tokens; None when all are (then SDPA runs without
+        a mask, on its fastest kernel). `causal`: query i reads context positions up to i
+        only (query and context the same sequence, as in a text decoder)."""
         q = rearrange(self.q(query), "b n (h d) -> b h n d", h=self.heads)
-        k, v = rearrange(self.kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
-        attn_mask = safe_key_mask(mask)[:, None, None, :]  # (B, 1, 1, M)
+        # keys and values projected apart (halves of one kv weight): each comes out
+        # contiguous, where splitting one projection would copy both for the kernel
+        dim = self.kv.out_features // 2
+        weight, bias = self.kv.weight, self.kv.bias
+        k = rearrange(
+            F.linear(context, weight[:dim], bias[:dim]), "b m (h d) -> b h m d", h=self.heads
+        )
+        v = rearrange(
+            F.linear(context, weight[dim:], bias[dim:]), "b m (h d) -> b h m d", h=self.heads
+        )
+        attn_mask = None if mask is None else safe_key_mask(mask)[:, None, None, :]  # (B,1,1,M)
         if causal:
             n, m = query.shape[1], context.shape[1]
             later = torch.ones(n, m, dtype=torch.bool, device=query.device).tril(m - n)
-            attn_mask = attn_mask & later  # (B, 1, N, M)
+            attn_mask = later if attn_mask is None else attn_mask & later  # (B, 1, N, M)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -58,7 +68,7 @@ class CrossAttentionBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = MLP(dim=dim, hidden=mlp_width or 2 * dim)  # hidden units, 2 * dim by default
 
-    def forward(self, query: Tensor, context: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
         query = query + self.attn(self.norm_q(query), self.norm_c(context), mask)
         return query + self.mlp(self.norm_mlp(query))
 
@@ -73,7 +83,8 @@ class SelfAttentionBlock(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = MLP(dim=dim, hidden=mlp_width or 2 * dim)  # hidden units, 2 * dim by default
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """`mask` (B, N): the valid tokens; None when all are."""
         h = self.norm(x)
         x = x + self.attn(h, h, mask)
         return x + self.mlp(self.norm_mlp(x))
@@ -97,8 +108,7 @@ class DecoderBlock(nn.Module):
         """x (B, T, D) text positions, all valid (padding only ever follows them, and causal
         attention never reads ahead); context (B, L, D) with its key mask (B, L)."""
         h = self.norm(x)
-        every = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        x = x + self.attn(h, h, every, causal=True)
+        x = x + self.attn(h, h, None, causal=True)
         x = x + self.cross(self.norm_q(x), self.norm_c(context), mask)
         return x + self.mlp(self.norm_mlp(x))
 
