@@ -205,6 +205,9 @@ class TrainConfig(StrictModel):
     # averaged; fsdp, each encoder's weights sharded over the ranks (FSDP2 fully_shard) and
     # gathered only for its forward and backward. Unused in a single process.
     strategy: Literal["ddp", "fsdp"] = "ddp"
+    # bf16: matrix products in bfloat16 under torch.autocast (weights, gradients and the
+    # optimizer stay float32), for training and prediction alike; fp32: none
+    precision: Literal["fp32", "bf16"] = "fp32"
     # a saved model (a run's --out folder) to start from: every weight whose name and shape
     # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
     init: Path | None = None

@@ -132,9 +132,24 @@ class OmnifuseModel(nn.Module):
         queries = {n: t.head.queries for n, t in self.task_dict().items() if t.head is not None}
         return self.decoder(fused, queries)
 
+    def precision(self) -> torch.autocast:
+        """`train.precision`: bf16 runs the matrix products in bfloat16 (torch.autocast; the
+        weights, their gradients and the optimizer stay float32), fp32 none."""
+        device = next(self.parameters()).device.type
+        bf16 = self.config.train.precision == "bf16"
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+
     def forward(self, batch: Batch) -> ModelOutput:
-        """Predictions for every task, each from one call `task(view)`. In training mode,
-        `model.modality_dropout` hides modalities of some samples first (`drop_modalities`)."""
+        """Predictions for every task, each from one call `task(view)`, as float32 whatever
+        `train.precision` computed them in. In training mode, `model.modality_dropout` hides
+        modalities of some samples first (`drop_modalities`)."""
+        with self.precision():
+            output = self._forward(batch)
+        outputs = {n: v.float() if v.is_floating_point() else v for n, v in output.outputs.items()}
+        embeddings = {n: v.float() for n, v in output.embeddings.items()}
+        return replace(output, outputs=outputs, embeddings=embeddings)
+
+    def _forward(self, batch: Batch) -> ModelOutput:
         present = batch.present
         if self.training:
             present = drop_modalities(present, self.config.model.modality_dropout)
@@ -158,7 +173,8 @@ class OmnifuseModel(nn.Module):
         output = self(batch)
         batch = replace(batch, present=output.present)
         tasks = self.task_dict()
-        losses = {f"loss/{n}": t.loss(output.outputs[n], batch) for n, t in tasks.items()}
+        with self.precision():  # the losses' own products too (a text decoder's, a teacher's)
+            losses = {f"loss/{n}": t.loss(output.outputs[n], batch) for n, t in tasks.items()}
         total = torch.zeros(())
         for name, task in tasks.items():
             loss = task.weight * losses[f"loss/{name}"]

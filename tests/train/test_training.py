@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 from omnifuse.config import parse_config
 from omnifuse.train.loop import warmup_cosine
 from omnifuse.train.run import prepare, run, train
@@ -16,10 +19,13 @@ def test_warmup_then_cosine():
     assert [round(factor(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
 
 
-def test_loss_falls_on_the_tiny_world(world: Path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_loss_falls_on_the_tiny_world(world: Path, precision: str):
     epochs = 40
-    prepared = prepare(parse_config(tiny_config(world, epochs=epochs, lr=5e-3)), progress=False)
-    steps = train(prepared, progress=False).history.steps
+    data = tiny_config(world, epochs=epochs, lr=5e-3, precision=precision)
+    prepared = prepare(parse_config(data), progress=False)
+    trained = train(prepared, progress=False)
+    steps = trained.history.steps
     assert all(
         {"loss", "loss/scene", "loss/score", "loss/retrieval", "lr"} <= set(s) for s in steps
     )
@@ -33,6 +39,12 @@ def test_loss_falls_on_the_tiny_world(world: Path):
     assert mean("loss/scene", last) < 0.5 * mean("loss/scene", first)
     assert mean("loss/score", last) < 0.3 * mean("loss/score", first)
     assert mean("loss/retrieval", last) < 0.85 * mean("loss/retrieval", first)
+    # bf16 computes the products only: the weights stay float32, predictions come as float32
+    assert all(p.dtype == torch.float32 for p in trained.model.parameters())
+    batch = prepared.collate([prepared.splits["val"][i] for i in range(4)])
+    with torch.no_grad():
+        outputs = trained.model.eval()(batch).outputs
+    assert all(v.dtype == torch.float32 for v in outputs.values() if v.is_floating_point())
 
 
 def test_same_seed_same_metrics(world: Path):

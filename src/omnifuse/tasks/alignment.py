@@ -109,7 +109,7 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, pairs: Tensor) -> Tensor | None:
         """The loss, or None when all ranks together have fewer than two samples."""
-        everyone, offset = gather(pairs)  # (N_all, 2, E)
+        everyone, offset = gather(pairs.float())  # (N_all, 2, E); float32 whatever computed it
         if len(everyone) < 2:
             return None
         rows = slice(offset, offset + len(pairs))
