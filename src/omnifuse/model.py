@@ -26,8 +26,8 @@ from omnifuse.errors import ConfigError, OmnifuseError
 from omnifuse.heads.query import QueryDecoder
 from omnifuse.interfaces import Batch, Fused, Tokens
 from omnifuse.layers.attention import masked_mean
-from omnifuse.modalities.base import Modality
-from omnifuse.registry import closest, create_fusion, create_modality
+from omnifuse.modalities.base import Modality, modalities_of
+from omnifuse.registry import closest, create_fusion
 from omnifuse.tasks.base import Task, TaskView, hide
 
 CONFIG_FILE = "config.json"
@@ -90,9 +90,7 @@ class OmnifuseModel(nn.Module):
     def build(cls, config: RunConfig) -> OmnifuseModel:
         dim = config.model.dim
         names = sorted(config.modalities)
-        modalities = {n: create_modality(n, config.modalities[n]) for n in names}
-        for modality in modalities.values():  # the files reports show are read through it
-            modality.allow_outside_root = config.data.allow_outside_root
+        modalities = modalities_of(config)
         fusion = config.model.fusion
         # sorted, like the modalities: the same config builds the same model whatever the
         # order of its keys in the file

@@ -27,7 +27,7 @@ from omnifuse.config import DataConfig, RunConfig
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Batch, Collate, Sample
 from omnifuse.manifest import Manifest, read_manifest, split_rows
-from omnifuse.modalities.base import Modality
+from omnifuse.modalities.base import Modality, modalities_of
 from omnifuse.registry import DATASETS, closest, create_modality
 from omnifuse.tasks.base import TaskSpec
 
@@ -78,14 +78,8 @@ class Readers:
 
     @classmethod
     def of(cls, config: RunConfig) -> Readers:
-        modalities = {
-            n: create_modality(n, config.modalities[n]) for n in sorted(config.modalities)
-        }
-        for modality in modalities.values():
-            modality.allow_outside_root = config.data.allow_outside_root
-        return cls(
-            modalities, {name: config.task_spec(name) for name in sorted(config.model.tasks)}
-        )
+        tasks = {name: config.task_spec(name) for name in sorted(config.model.tasks)}
+        return cls(modalities_of(config), tasks)
 
     def collate(self) -> Collate:
         """The collate for these modalities and targets, whatever a batch holds."""

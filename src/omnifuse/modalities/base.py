@@ -17,9 +17,11 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel
 from torch import Tensor, nn
 
+from omnifuse.config import RunConfig
 from omnifuse.errors import DataError
 from omnifuse.manifest import Manifest
 from omnifuse.modalities.perturbations import Perturbation
+from omnifuse.registry import create_modality
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -296,3 +298,13 @@ class Modality(ABC, Generic[C]):
         if not path.is_file():
             raise DataError(f"column '{self.column}': file not found: {value}")
         return path
+
+
+def modalities_of(config: RunConfig) -> dict[str, Modality]:
+    """Each modality of a run config by name (sorted), built by its kind: what reads a run's
+    data (`data.Readers`) and what a model reports with, each reading files as
+    `data.allow_outside_root` says."""
+    built = {n: create_modality(n, config.modalities[n]) for n in sorted(config.modalities)}
+    for modality in built.values():
+        modality.allow_outside_root = config.data.allow_outside_root
+    return built
