@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,6 +19,20 @@ torch.set_num_threads(1)
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 160-sample world on disk; returns its manifest path."""
     return generate_world(tmp_path_factory.mktemp("world") / "world", n=160, seed=1)
+
+
+def world_copy(world: Path, tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A copy of the tiny world's folder under `tmp_path` and its rows with absolute file
+    paths into the copy, for tests that write manifests of their own beside the files (a
+    manifest's files must lie in its folder)."""
+    folder = tmp_path / "world"
+    shutil.copytree(world.parent, folder)
+    rows = pq.read_table(world).to_pylist()
+    for row in rows:
+        for column in ("image", "audio"):
+            if row[column]:
+                row[column] = str(folder / row[column])
+    return folder, rows
 
 
 def tiny_config(manifest: Path, **train: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -23,7 +22,7 @@ from omnifuse.data.validate import validate_manifest
 from omnifuse.errors import DataError
 from omnifuse.manifest import read_manifest, split_rows
 from omnifuse.train.run import prepare
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, world_copy
 
 
 def test_a_byte_order_mark_keeps_the_first_column(tmp_path: Path):
@@ -88,13 +87,7 @@ def test_a_ragged_row_whose_split_is_garbled_counts_as_training(tmp_path: Path):
 @pytest.fixture
 def ragged_world(world: Path, tmp_path: Path) -> Path:
     """The tiny world as CSV (absolute file paths) with row 6 one field short."""
-    folder = tmp_path / "world"  # a copy: the files a manifest names lie in its folder
-    shutil.copytree(world.parent, folder)
-    rows = pq.read_table(world).to_pylist()
-    for row in rows:
-        for column in ("image", "audio"):
-            if row[column]:
-                row[column] = str(folder / row[column])
+    folder, rows = world_copy(world, tmp_path)
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(rows[0])

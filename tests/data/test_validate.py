@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -16,20 +14,14 @@ from omnifuse.config import parse_config
 from omnifuse.data.dataset import BadRowsError
 from omnifuse.data.validate import validate_manifest
 from omnifuse.train.run import prepare
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, world_copy
 
 
 @pytest.fixture
 def broken(world: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
     """A copy of the tiny world as JSON lines with five bad rows, absolute file paths (inside
     its folder)."""
-    folder = tmp_path / "world"
-    shutil.copytree(world.parent, folder)
-    rows = pq.read_table(world).to_pylist()
-    for row in rows:
-        for column in ("image", "audio"):
-            if row[column]:
-                row[column] = str(folder / row[column])
+    folder, rows = world_copy(world, tmp_path)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     rows[3]["image"] = str(folder / "gone.png")
     rows[10]["image"] = str(folder / "broken.png")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +19,7 @@ from omnifuse.tasks.classification import ClassificationSpec, label_text
 from omnifuse.tasks.generation import GenerationSpec
 from omnifuse.tasks.regression import RegressionSpec
 from omnifuse.train.run import prepare
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, world_copy
 
 
 @pytest.mark.parametrize(
@@ -146,13 +144,7 @@ def test_a_misspelt_modality_column_names_the_closest(world: Path):
 @pytest.fixture
 def unlabelled_world(world: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
     """The tiny world as JSON lines, some rows without a scene label (empty, blank, null)."""
-    folder = tmp_path / "world"  # a copy: the files a manifest names lie in its folder
-    shutil.copytree(world.parent, folder)
-    rows = pq.read_table(world).to_pylist()
-    for row in rows:
-        for column in ("image", "audio"):
-            if row[column]:
-                row[column] = str(folder / row[column])
+    folder, rows = world_copy(world, tmp_path)
     for index, empty in ((0, ""), (1, "  "), (2, None), (3, None)):
         rows[index]["scene_class"] = empty
     path = folder / "unlabelled.jsonl"
