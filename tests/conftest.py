@@ -65,3 +65,36 @@ def tiny_config(manifest: Path, **train: Any) -> dict[str, Any]:
         },
         "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "seed": 0, **train},
     }
+
+
+@pytest.fixture(scope="session")
+def aligned_model(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image-text alignment model trained on the tiny world; returns its folder
+    (config.json + model.safetensors), for the tests of search and serving."""
+    from omnifuse.config import RunConfig
+    from omnifuse.train.run import run
+
+    config = {
+        "data": {"manifest": str(world)},
+        "modalities": {
+            "image": {"kind": "image", "size": 32, "encoder": {"type": "image_conv", "width": 8}},
+            "text": {
+                "kind": "text",
+                "column": "caption",
+                "max_length": 64,
+                "encoder": {"type": "text_transformer", "depth": 1},
+            },
+        },
+        "model": {
+            "dim": 16,
+            "fusion": {"type": "late"},
+            "tasks": {
+                "retrieval": {"type": "alignment", "between": ["image", "text"], "embed_dim": 16},
+                "scene": {"type": "classification", "target": "scene_class"},
+            },
+        },
+        "train": {"epochs": 3, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1},
+    }
+    out = tmp_path_factory.mktemp("aligned") / "model"
+    run(RunConfig.model_validate(config).check(), out, checkpoints=False, progress=False)
+    return out
