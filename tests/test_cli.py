@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from omnifuse.cli import cli
 from omnifuse.config import list_presets, load_config
+from omnifuse.train.distributed import device
 from tests.conftest import tiny_config
 
 
@@ -47,7 +48,12 @@ def test_train_writes_metrics_and_model(world: Path, tmp_path: Path):
     assert 0 <= metrics["tasks"]["scene"]["accuracy"] <= 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
     threads = torch.get_num_threads()  # what the run set (share_cores, or OMP_NUM_THREADS)
-    assert metrics["compute"] == {"threads": threads, "processes": 1, "workers": 0}
+    assert metrics["compute"] == {
+        "device": str(device("auto")),  # cpu here, cuda:0 on a GPU machine
+        "threads": threads,
+        "processes": 1,
+        "workers": 0,
+    }
     assert f"(1 x {threads} threads, 0 data workers each)" in result.output
 
 

@@ -208,6 +208,10 @@ class TrainConfig(StrictModel):
     # bf16: matrix products in bfloat16 under torch.autocast (weights, gradients and the
     # optimizer stay float32), for training and prediction alike; fp32: none
     precision: Literal["fp32", "bf16"] = "fp32"
+    # where the model trains: auto takes a CUDA GPU if torch sees one (each torchrun process
+    # its own: LOCAL_RANK), else Apple's MPS, else the CPU; cuda or mps that is not there is
+    # an error. Several processes on CUDA exchange through NCCL, on the CPU through gloo.
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # a saved model (a run's --out folder) to start from: every weight whose name and shape
     # match is loaded, and its fitted preprocessing is reused (pre-train, then fine-tune)
     init: Path | None = None

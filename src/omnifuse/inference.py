@@ -151,12 +151,13 @@ def zero_shot_column(
 
 @torch.no_grad()
 def _outputs(model: OmnifuseModel, samples: Sequence[Sample], batch_size: int) -> Iterator[Any]:
+    """(samples, their batch, {task: output on the CPU}) per batch of `samples`."""
     model.eval()
     collate = Readers.of(model.config).collate()
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = collate(chunk)
-        yield chunk, batch, model(batch)
+        yield chunk, batch, {n: v.cpu() for n, v in model(batch).outputs.items()}
 
 
 def predict_rows(
@@ -168,7 +169,7 @@ def predict_rows(
         for i, sample in enumerate(chunk):
             row: dict[str, Any] = {"id": sample.id}
             for name, task in tasks.items():
-                described = task.describe(output.outputs[name][i])
+                described = task.describe(output[name][i])
                 if described is not None:
                     row[name] = described
             yield row
@@ -186,7 +187,7 @@ def embed_rows(
     chosen = aligned_task(model.task_dict(), task)
     between = chosen.between
     for chunk, batch, output in _outputs(model, samples, batch_size):
-        vectors = output.outputs[chosen.name]  # (B, M, E), `between` in sorted order
+        vectors = output[chosen.name]  # (B, M, E), `between` in sorted order
         for i, sample in enumerate(chunk):
             row: dict[str, Any] = {"id": sample.id}
             for side, modality in enumerate(between):

@@ -103,6 +103,31 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (a DataLoader's `pin_memory` calls this)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch with every tensor on `device`; itself when they are all there already."""
+        tables = (self.inputs, self.lengths, self.present, self.targets, self.labelled)
+        if all(t.device == device for table in tables for t in table.values()):
+            return self
+
+        return self._map(lambda t: t.to(device, non_blocking=device.type == "cuda"))
+
+    def _map(self, change: Callable[[Tensor], Tensor]) -> Batch:
+        def each(table: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: change(v) for k, v in table.items()}
+
+        return replace(
+            self,
+            inputs=each(self.inputs),
+            lengths=each(self.lengths),
+            present=each(self.present),
+            targets=each(self.targets),
+            labelled=each(self.labelled),
+        )
+
 
 def _stack(values: list[Tensor | None], template: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Stack present tensors, padding the last axis; absent entries become zeros."""

@@ -113,7 +113,9 @@ class OmnifuseModel(nn.Module):
 
     def encode(self, batch: Batch, present: dict[str, Tensor] | None = None) -> dict[str, Tokens]:
         """Tokens per modality; an absent sample's tokens are masked and zeroed. `present`
-        overrides the batch's flags (modality dropout)."""
+        overrides the batch's flags (modality dropout). The batch is moved to the model's
+        device first, as in `forward`."""
+        batch = batch.to(self.device)
         present = batch.present if present is None else present
         return {
             name: hide(self.encoders[name](batch.inputs[name], batch.lengths[name]), present[name])
@@ -130,19 +132,24 @@ class OmnifuseModel(nn.Module):
         queries = {n: t.head.queries for n, t in self.task_dict().items() if t.head is not None}
         return self.decoder(fused, queries)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (`model.to(...)`; training puts them on `train.device`)."""
+        return next(self.parameters()).device
+
     def precision(self) -> torch.autocast:
         """`train.precision`: bf16 runs the matrix products in bfloat16 (torch.autocast; the
         weights, their gradients and the optimizer stay float32), fp32 none."""
-        device = next(self.parameters()).device.type
         bf16 = self.config.train.precision == "bf16"
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def forward(self, batch: Batch) -> ModelOutput:
         """Predictions for every task, each from one call `task(view)`, as float32 whatever
         `train.precision` computed them in. In training mode, `model.modality_dropout` hides
-        modalities of some samples first (`drop_modalities`)."""
+        modalities of some samples first (`drop_modalities`). The batch is moved to the
+        model's device; so are the outputs, which callers move back (`.cpu()`) to read."""
         with self.precision():
-            output = self._forward(batch)
+            output = self._forward(batch.to(self.device))
         outputs = {n: v.float() if v.is_floating_point() else v for n, v in output.outputs.items()}
         embeddings = {n: v.float() for n, v in output.embeddings.items()}
         return replace(output, outputs=outputs, embeddings=embeddings)
@@ -168,12 +175,13 @@ class OmnifuseModel(nn.Module):
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
         the model saw: a pair hidden by modality dropout does not count for alignment. With
         `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s)."""
+        batch = batch.to(self.device)
         output = self(batch)
         batch = replace(batch, present=output.present)
         tasks = self.task_dict()
         with self.precision():  # the losses' own products too (a text decoder's, a teacher's)
             losses = {f"loss/{n}": t.loss(output.outputs[n], batch) for n, t in tasks.items()}
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         for name, task in tasks.items():
             loss = task.weight * losses[f"loss/{name}"]
             if hasattr(self, "log_variances"):
@@ -190,7 +198,7 @@ class OmnifuseModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         config = json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"
         _atomic(directory / CONFIG_FILE, lambda path: path.write_text(config))
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         _atomic(directory / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
 
     @classmethod

@@ -35,7 +35,7 @@ def print_metrics(metrics: dict[str, Any]) -> None:
     compute = metrics["compute"]
     click.echo(
         f"trained in {metrics['train_seconds']:.1f} s on {metrics['splits']['train']} samples "
-        f"({compute['processes']} x {compute['threads']} threads, "
+        f"on {compute['device']} ({compute['processes']} x {compute['threads']} threads, "
         f"{compute['workers']} data workers each)"
     )
 

@@ -252,15 +252,18 @@ def batches(
     collate: Collate,
     *,
     workers: int = 0,
+    pin: bool = False,
 ) -> Iterator[Batch]:
     """The batch of each chunk of indices into `samples`, read and collated by `workers`
-    processes (0: in this one), in the order of `chunks`. A row that fails to read stops with
-    its located message, as when it is checked."""
+    processes (0: in this one), in the order of `chunks`; with `pin` (for a model on CUDA)
+    in page-locked memory, which copies to the GPU while the CPU goes on. A row that fails to
+    read stops with its located message, as when it is checked."""
     loader = DataLoader(
         _Located(samples),
         batch_sampler=chunks,  # type: ignore[arg-type]
         collate_fn=_Collating(collate),
         num_workers=workers,
+        pin_memory=pin,
         generator=torch.Generator(),  # never draws from torch's global generator
     )
     for batch in loader:

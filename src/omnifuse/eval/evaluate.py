@@ -43,14 +43,15 @@ def predict(
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in model.tasks}
     chunks = _chunks(len(samples), batch_size, across_ranks)
     read = [chunk or range(1) for chunk in chunks]  # an empty chunk runs on a stand-in sample
-    for chunk, batch in zip(chunks, batches(samples, read, collate, workers=workers), strict=True):
+    loaded = batches(samples, read, collate, workers=workers, pin=model.device.type == "cuda")
+    for chunk, batch in zip(chunks, loaded, strict=True):
         output = model(batch)
         if not chunk:
             continue
         for name, task in model.task_dict().items():
             keep = task.labelled(batch)
             target = task.evaluation_target(batch)
-            parts[name].append((output.outputs[name][keep].cpu(), target[keep].cpu()))
+            parts[name].append((output.outputs[name].cpu()[keep], target[keep].cpu()))
     if across_ranks:
         every = ranks.everyone(parts)
         parts = {name: [chunk for one in every for chunk in one[name]] for name in parts}

@@ -67,7 +67,7 @@ def plot_retrieval_examples(
     model.eval()
     embedded = torch.cat(
         [
-            model(collate([samples[i] for i in both[k : k + 256]])).outputs[task.name]
+            model(collate([samples[i] for i in both[k : k + 256]])).outputs[task.name].cpu()
             for k in range(0, len(both), 256)
         ]
     )  # (N, M, E), `between` in sorted order

@@ -75,7 +75,7 @@ def _metric(model: OmnifuseModel, batches: Sequence[Batch], task: str, metric: s
     predictions, targets = [], []
     for batch in batches:
         keep = head.labelled(batch)
-        predictions.append(model(batch).outputs[task][keep])
+        predictions.append(model(batch).outputs[task].cpu()[keep])
         targets.append(head.evaluation_target(batch)[keep])
     return head.metrics(torch.cat(predictions), torch.cat(targets))[metric]
 

@@ -87,7 +87,7 @@ def embed_texts(model: OmnifuseModel, task: Alignment, text: str, values: Sequen
     ]
     batch = Readers.of(model.config).collate()(samples)
     tokens = model.encode(batch)[text]
-    return task.project(text, masked_mean(tokens.tokens, tokens.mask))
+    return task.project(text, masked_mean(tokens.tokens, tokens.mask)).cpu()
 
 
 @torch.no_grad()
@@ -121,7 +121,7 @@ def zero_shot(
     collate = Readers.of(model.config).collate()
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start : start + batch_size])
-        embedded = model(batch).outputs[alignment.name]  # (B, M, E)
+        embedded = model(batch).outputs[alignment.name].cpu()  # (B, M, E)
         for m in others:
             best = (embedded[:, alignment.between.index(m)] @ class_embeddings.T).argmax(1)
             predictions[m] += [

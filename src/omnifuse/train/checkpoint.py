@@ -93,6 +93,8 @@ def save_checkpoint(
     optim_tensors, optim_meta = _flatten_optimizer(optimizer_state)
     tensors |= optim_tensors
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # this process's GPU
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     numpy_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     meta = {
         "step": step,
@@ -157,6 +159,8 @@ def load_checkpoint(
     )
     schedule.load_state_dict(meta["schedule"])
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     version, values, gauss = meta["rng_python"]
     random.setstate((version, tuple(values), gauss))
     name, keys, *rest = meta["rng_numpy"]

@@ -34,17 +34,51 @@ from omnifuse.interfaces import Batch
 from omnifuse.model import OmnifuseModel
 
 
+def device(choice: str = "auto") -> torch.device:
+    """The device `train.device` names for this process, made current: auto is CUDA when
+    torch sees a GPU, else MPS, else the CPU. Under torchrun each process of a machine takes
+    the GPU of its LOCAL_RANK."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu"
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"train.device: cuda, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                "use auto or cpu"
+            )
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device: cuda for process {local} of this machine, but torch sees "
+                f"{torch.cuda.device_count()} GPUs; start at most that many (--nproc-per-node)"
+            )
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    if choice == "mps":
+        if not _mps():
+            raise ConfigError("train.device: mps, but torch sees no Apple GPU; use auto or cpu")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("train.device: mps trains in one process; use cpu under torchrun")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps() -> bool:
+    return torch.backends.mps.is_available()
+
+
 @contextmanager
-def session() -> Iterator[None]:
-    """The process group `torchrun` sets up in the environment (WORLD_SIZE > 1); nothing in
-    a single process, or when a group exists. gloo: models train on the CPU (NCCL, for CUDA
-    tensors, comes with a training device)."""
+def session(choice: str = "auto") -> Iterator[None]:
+    """The process group `torchrun` sets up in the environment (WORLD_SIZE > 1), on NCCL
+    when `choice` (train.device) trains on CUDA, else on gloo; nothing in a single process,
+    or when a group exists."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (
         dist.is_available() and dist.is_initialized()
     ):
         yield
         return
-    dist.init_process_group("gloo", timeout=timedelta(minutes=30))
+    backend = "nccl" if device(choice).type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(minutes=30))
     try:
         yield
     finally:
@@ -111,8 +145,9 @@ def engine(model: OmnifuseModel, strategy: str = "ddp") -> nn.Module:
     if strategy == "fsdp":
         shard(model)
         return step
+    gpu = [model.device.index] if model.device.type == "cuda" else None
     # a batch can leave parts without a gradient (a decoder no task reads, a hidden modality)
-    return DistributedDataParallel(step, find_unused_parameters=True)
+    return DistributedDataParallel(step, device_ids=gpu, find_unused_parameters=True)
 
 
 def shard(model: OmnifuseModel) -> None:
@@ -120,7 +155,7 @@ def shard(model: OmnifuseModel) -> None:
     backward, then freed), the rest (fusion, decoder, tasks, whose losses read their weights
     after the forward) the root unit. FSDP cannot split a scalar (a logit scale, a task's
     log-variance): those stay whole on every rank, their gradients averaged as DDP would."""
-    mesh = init_device_mesh("cpu", (ranks.world(),))
+    mesh = init_device_mesh(model.device.type, (ranks.world(),))
     scalars = {p for p in model.parameters() if p.ndim == 0}
     for encoder in model.encoders.values():
         fully_shard(encoder, mesh=mesh, ignored_params=scalars)

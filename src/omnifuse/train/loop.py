@@ -121,7 +121,8 @@ def fit(
             )
 
     bar = tqdm(total=total, initial=step, desc=desc, disable=not progress, unit="step", leave=False)
-    reader = _reader(train, collate, workers, batch_size, per_epoch, config, step)
+    pin = model.device.type == "cuda"
+    reader = _reader(train, collate, workers, batch_size, per_epoch, config, step, pin)
     for epoch in range(step // per_epoch, config.epochs):
         model.train()
         for index in range(step - epoch * per_epoch, per_epoch):
@@ -163,6 +164,7 @@ def _reader(
     per_epoch: int,
     config: TrainConfig,
     step: int,
+    pin: bool,
 ) -> Iterator[Batch]:
     """Every batch from `step` to the end of training (under torch.distributed, this rank's
     share of each), through one reader: its worker processes start once and read ahead across
@@ -176,7 +178,7 @@ def _reader(
                 chunk = order[index * batch_size : (index + 1) * batch_size].tolist()
                 yield distributed.share(chunk, batch_size)
 
-    return batches(train, shares(), collate, workers=workers)
+    return batches(train, shares(), collate, workers=workers, pin=pin)
 
 
 def _resume(

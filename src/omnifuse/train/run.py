@@ -84,7 +84,7 @@ class Trained:
     metrics: dict[str, dict[str, float]]
     train_seconds: float
     # how it ran: torch threads per process, processes, data workers per process
-    compute: dict[str, int] = field(default_factory=dict)
+    compute: dict[str, int | str] = field(default_factory=dict)
 
 
 def prepare(config: RunConfig, *, skip_bad: bool = False, progress: bool = True) -> Prepared:
@@ -188,8 +188,10 @@ def train(
         splits = {name: samples.only(modalities) for name, samples in splits.items()}
     workers = config.data.loader_workers
     threads = distributed.share_cores(config.train.threads, workers)
+    where = distributed.device(config.train.device)
     logger.info(
-        "training with %d torch threads in each of %d processes, %d data workers each",
+        "training on %s with %d torch threads in each of %d processes, %d data workers each",
+        where,
         threads,
         ranks.world(),
         workers,
@@ -205,6 +207,7 @@ def train(
             len(model.state_dict()),
         )
     read_features(model, prepared.features)
+    model.to(where)
 
     def validate(model: OmnifuseModel) -> dict[str, float]:
         metrics = evaluate(
@@ -231,7 +234,12 @@ def train(
     metrics = evaluate(model, evaluation, prepared.collate, workers=workers, across_ranks=True)
     model = distributed.whole(model)  # rank 0 saves and reports it alone
     read_features(model, prepared.features)  # FSDP's gathered copy reads them too
-    compute = {"threads": threads, "processes": ranks.world(), "workers": workers}
+    compute: dict[str, int | str] = {
+        "device": str(where),
+        "threads": threads,
+        "processes": ranks.world(),
+        "workers": workers,
+    }
     return Trained(model, history, metrics, seconds, compute)
 
 
@@ -326,7 +334,7 @@ def run(
     if baselines:  # every single-modality model needs a task it can run
         for modality in sorted(config.modalities):
             config.without_modalities([modality])
-    with distributed.session():
+    with distributed.session(config.train.device):
         main = ranks.main()
         prepared = prepare(config, skip_bad=skip_bad, progress=progress and main)
         if checkpoints:  # every rank checks `out`, so that all stop alike; rank 0 writes
