@@ -1,0 +1,35 @@
+"""A bounded load against a real uvicorn on 127.0.0.1 (`omnifuse serve` in its own process, as
+benchmarks/serve_load.py runs it): text and image queries mixed, 16 in flight, every one
+answered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.serve_load import load, start_server, world_requests
+from omnifuse.serve import create_app
+from omnifuse.serve.background import serving
+
+REQUESTS = 2000
+
+
+def test_two_thousand_mixed_searches_without_an_error(aligned_model, image_index, collection):
+    queries = world_requests(collection)
+    process, url = start_server(aligned_model, image_index, threads=1)
+    try:
+        result = load(url, queries, REQUESTS, concurrency=16, k=5)
+    finally:
+        process.terminate()
+        process.wait(10)
+    print(json.dumps(result))  # p50/p99 per kind, shown with pytest -s
+    assert result["errors"] == 0, result["first_errors"]
+    assert result["requests"] == REQUESTS
+    assert result["text"]["n"] == result["image"]["n"] == REQUESTS // 2
+
+
+def test_load_counts_failures(aligned_model, image_index, collection):
+    queries = world_requests(Path(collection), count=2)
+    with serving(create_app(aligned_model, image_index)) as url:
+        result = load(url, queries, 8, concurrency=4, k=500)  # k over the limit: all 422
+    assert result["errors"] == 8 and result["first_errors"][0].startswith("422")
