@@ -67,15 +67,19 @@ def query_modality(index: Index, model: OmnifuseModel, query: Query) -> str:
         return query.modality
     if query.text is not None:
         wanted = [m for m, kind in kinds.items() if kind == "text"]
-        what = "a text modality"
+        what = "the query text: task"
     else:
         suffix = Path(query.file or "").suffix.lower()
         wanted = [m for m in kinds if suffix in model.modalities[m].suffixes]
-        what = f"a modality reading {suffix or 'suffix-less'} files"
+        what = f"query file {query.file}: task"
     if len(wanted) != 1:
         reads = ", ".join(f"{m} ({k})" for m, k in kinds.items())
-        several = "several" if wanted else "no"
-        raise DataError(f"task '{task.name}' has {several} {what}; its modalities: {reads}")
+        which = (
+            f"several modalities reading it ({', '.join(wanted)})"
+            if wanted
+            else "no modality reading it"
+        )
+        raise DataError(f"{what} '{task.name}' has {which}; its modalities: {reads}")
     return wanted[0]
 
 
@@ -127,10 +131,13 @@ def nearest(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(Q, k) scores and row positions (-1 where fewer than k) of the nearest rows, among
     `rows` (positions) if given: a small set exactly, a large one through the index with an
-    id selector."""
+    id selector (scanning wider by the share filtered out); k of half the index or more is
+    an exact scan, since a graph search need not reach every node."""
     tombstones = np.asarray(index.meta.get("tombstones", []), dtype=np.int64)
     if rows is not None and (len(rows) <= index.config.filter_exact_below or index.kind == "exact"):
         return structure.exact_top_k(index.vectors, vectors, k, rows)
+    if rows is None and index.kind != "exact" and 2 * k >= index.size:  # most of it: scan all
+        return structure.exact_top_k(index.vectors, vectors, k)
     keep: list[Any] = []  # the selectors must outlive the search
     selector: Any = None
     if rows is not None:
@@ -141,7 +148,13 @@ def nearest(
         inner = faiss.IDSelectorBatch(len(tombstones), faiss.swig_ptr(tombstones))
         keep.append(inner)
         selector = faiss.IDSelectorNot(inner)
-    params = structure.parameters(index.faiss, index.meta["params"], selector)
+    params = dict(index.meta["params"])
+    if rows is not None:  # scan wider by the share filtered out, so as many matches are seen
+        wider = index.size / max(1, len(rows))
+        for key, most in (("nprobe", params.get("nlist", 1)), ("ef_search", index.size)):
+            if key in params:
+                params[key] = int(min(most, np.ceil(params[key] * wider)))
+    params = structure.parameters(index.faiss, params, selector)
     scores, slots = index.faiss.search(np.ascontiguousarray(vectors), k, params=params)
     return scores, index.positions(slots)
 

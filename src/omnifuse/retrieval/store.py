@@ -89,7 +89,8 @@ class Index:
         self.slots = self.rows.column(SLOT).to_numpy()
         self.ids: np.ndarray = np.asarray(self.rows.column(ID).to_pylist(), dtype=object)
         self.config = IndexConfig.model_validate(self.meta["config"])
-        if not (len(self.slots) == len(self.vectors) == self.faiss.ntotal == self.meta["size"]):
+        graph = self.faiss.ntotal - len(self.meta.get("tombstones", []))  # HNSW keeps removed
+        if not (len(self.slots) == len(self.vectors) == graph == self.meta["size"]):
             raise DataError(f"{path}: {version} holds different numbers of rows and vectors")
         self._as_text: dict[str, pa.ChunkedArray] = {}
         self._positions: dict[str, int] | None = None
