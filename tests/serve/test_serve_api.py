@@ -188,25 +188,37 @@ def test_uploads_over_the_limit_are_refused(aligned_model, image_index, collecti
     assert "more than 16" in refused(TestClient(small.app).post("/predict", files=files), 413)
 
 
-def test_files_never_leave_the_collection(client, collection, image_index, tmp_path):
+def test_files_never_leave_the_collection(client, collection, rows, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("outside the collection")
-    link = collection.parent / "images" / "link.png"
-    link.symlink_to(secret)
+    for path in (
+        "/files/%2e%2e/%2e%2e/secret.txt",
+        "/files/..%2F..%2Fsecret.txt",
+        "/files/images/..%2F..%2F..%2F" + secret.name,
+        "/files/" + str(secret).replace("/", "%2F"),
+        "/files//" + str(secret),
+        "/files/" + collection.name,  # inside the root, but no result's file
+        "/files/images/no-such.png",
+        "/files/images",
+        "/files/",
+    ):
+        assert "no file" in refused(client.get(path), 404), path
+
+
+def test_an_indexed_file_that_links_outside_is_not_served(client, collection, rows, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"outside the collection")
+    image = next(row["image"] for row in reversed(rows) if row["image"])
+    indexed = collection.parent / image
+    kept = indexed.with_suffix(".kept")
+    indexed.rename(kept)
     try:
-        for path in (
-            "/files/%2e%2e/%2e%2e/secret.txt",
-            "/files/..%2F..%2Fsecret.txt",
-            "/files/" + str(secret).replace("/", "%2F"),
-            "/files//" + str(secret),
-            "/files/images/link.png",
-            "/files/images/no-such.png",
-            "/files/images",
-            "/files/",
-        ):
-            assert "no file" in refused(client.get(path), 404), path
+        indexed.symlink_to(secret)
+        assert "no file" in refused(client.get("/files/" + image), 404)
     finally:
-        link.unlink()
+        indexed.unlink(missing_ok=True)
+        kept.rename(indexed)
+    assert client.get("/files/" + image).status_code == 200
 
 
 def test_a_token_guards_every_route_but_health(guarded, collection, rows):

@@ -61,6 +61,10 @@ class Service:
             self.index = open_index(index_dir)
             self.index.check_model(model_dir)
         self.index_dir = index_dir.resolve() if index_dir is not None else None
+        # the files /files serves: the indexed rows' own, by the path their hits give
+        rows = self.index.rows if self.index is not None else None
+        listed = rows.column("file").to_pylist() if rows and "file" in rows.column_names else []
+        self.files = frozenset(f for f in listed if f)
         self.limits = limits
         self.suffixes = suffix_kinds(self.readers.modalities)
         self.lock = threading.Lock()
@@ -296,11 +300,14 @@ def model_inputs(
 
 
 def served_file(service: Service, path: str) -> Path:
-    """The collection's file at `path` (relative to the index's root): its real path, symlinks
-    followed, must lie inside the root and outside the index's own folder."""
+    """The collection's file at `path` (relative to the index's root), which must be the file
+    of an indexed row and whose real path, symlinks followed, must lie inside the root and
+    outside the index's own folder."""
     index = service.searchable()
     root = index.root.resolve()
     missing = RequestError(404, f"no file {path!r:.80} in the collection")
+    if path not in service.files:
+        raise missing
     try:
         real = (root / path).resolve()
     except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
