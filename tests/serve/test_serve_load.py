@@ -5,7 +5,10 @@ answered."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+
+import httpx
 
 from benchmarks.serve_load import load, start_server, world_requests
 from omnifuse.serve import create_app
@@ -33,3 +36,23 @@ def test_load_counts_failures(aligned_model, image_index, collection):
     with serving(create_app(aligned_model, image_index)) as url:
         result = load(url, queries, 8, concurrency=4, k=500)  # k over the limit: all 422
     assert result["errors"] == 8 and result["first_errors"][0].startswith("422")
+
+
+def test_a_request_waiting_for_the_model_does_not_hold_up_the_others(aligned_model, image_index):
+    app = create_app(aligned_model, image_index)
+    service = app.state.service
+    with serving(app) as url:
+        with service.lock:  # the model busy: searches wait, the event loop does not
+            search = {"params": {"q": "a circle"}, "timeout": 30}
+            waiting = [
+                threading.Thread(target=httpx.get, args=(f"{url}/search",), kwargs=search)
+                for _ in range(4)
+            ]
+            for thread in waiting:
+                thread.start()
+            assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+            assert httpx.get(f"{url}/info", timeout=5).status_code == 200
+            assert all(thread.is_alive() for thread in waiting)
+        for thread in waiting:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in waiting)
