@@ -47,7 +47,7 @@ def index_build(
     skip_bad: bool,
 ) -> None:
     """Embed every row of --data having --modality with the model in MODEL_DIR and write a
-    search index to --out (exact below 50,000 rows, approximate above), with the modality
+    search index to --out (exact below 50,000 rows, IVF-Flat above), with the modality
     gap measured when the rows also have another aligned modality. An interrupted build
     resumes from the chunks it wrote when run again.
 

@@ -27,13 +27,13 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["auto", "exact", "ivf", "hnsw"] = "auto"
-    approximate: Literal["ivf", "hnsw"] = "hnsw"
+    approximate: Literal["ivf", "hnsw"] = "ivf"
     exact_below: int = Field(50_000, ge=1)
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(128, ge=1)
     nlist: int | None = Field(None, ge=1)
-    nprobe: int = Field(32, ge=1)
+    nprobe: int = Field(128, ge=1)
     train_points: int = Field(64, ge=1, description="training vectors per inverted list")
     filter_exact_below: int = Field(
         20_000, ge=0, description="a filter matching fewer rows is searched exactly"
