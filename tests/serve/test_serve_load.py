@@ -14,10 +14,10 @@ from benchmarks.serve_load import load, start_server, world_requests
 from omnifuse.serve import create_app
 from omnifuse.serve.background import serving
 
-REQUESTS = 2000
+REQUESTS = 1600  # about 9 s on 2 quiet cores, plus about 4 s for the server to start
 
 
-def test_two_thousand_mixed_searches_without_an_error(aligned_model, image_index, collection):
+def test_many_mixed_searches_without_an_error(aligned_model, image_index, collection):
     queries = world_requests(collection)
     process, url = start_server(aligned_model, image_index, threads=1)
     try:
