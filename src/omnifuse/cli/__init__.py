@@ -14,6 +14,8 @@ import click
 
 from omnifuse.cli.boundary import OmnifuseGroup, folder, out_folder
 from omnifuse.cli.data import data
+from omnifuse.cli.retrieval import index, search
+from omnifuse.cli.serve import serve
 from omnifuse.config import load_config
 from omnifuse.errors import OmnifuseError
 
@@ -349,6 +351,9 @@ def plugins(as_json: bool) -> None:
 
 
 cli.add_command(data)
+cli.add_command(index)
+cli.add_command(search)
+cli.add_command(serve)
 
 
 def main() -> None:
