@@ -111,15 +111,21 @@ class OmnifuseModel(nn.Module):
         """The tasks, typed (an nn.ModuleDict only knows it holds modules)."""
         return {name: cast(Task, task) for name, task in self.tasks.items()}
 
-    def encode(self, batch: Batch, present: dict[str, Tensor] | None = None) -> dict[str, Tokens]:
-        """Tokens per modality; an absent sample's tokens are masked and zeroed. `present`
-        overrides the batch's flags (modality dropout). The batch is moved to the model's
-        device first, as in `forward`."""
+    def encode(
+        self,
+        batch: Batch,
+        present: dict[str, Tensor] | None = None,
+        *,
+        only: Sequence[str] | None = None,
+    ) -> dict[str, Tokens]:
+        """Tokens per modality (or per modality of `only`); an absent sample's tokens are
+        masked and zeroed. `present` overrides the batch's flags (modality dropout). The batch
+        is moved to the model's device first, as in `forward`."""
         batch = batch.to(self.device)
         present = batch.present if present is None else present
         return {
             name: hide(self.encoders[name](batch.inputs[name], batch.lengths[name]), present[name])
-            for name in sorted(self.encoders)
+            for name in sorted(self.encoders if only is None else only)
         }
 
     def after_step(self) -> None:

@@ -15,6 +15,7 @@ import os
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -159,10 +160,13 @@ def load_samples(
     samples: list[Sample] = []
     bad: list[BadRow] = []
     bar = tqdm(total=len(indices), desc=desc, disable=not progress, leave=False)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    # one row (a query) is read here: starting threads would cost more than reading it
+    threads = min(os.cpu_count() or 1, len(indices))
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
+        each = pool.map if pool is not None else map
         for start in range(0, len(indices), CHUNK):
             chunk = indices[start : start + CHUNK]
-            for result in pool.map(lambda i: read_row(manifest, i, readers), chunk):
+            for result in each(lambda i: read_row(manifest, i, readers), chunk):
                 if isinstance(result, BadRow):
                     bad.append(result)
                 elif keep:

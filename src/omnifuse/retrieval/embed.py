@@ -72,9 +72,14 @@ def embed_samples(
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in task.between}
     for start in range(0, len(samples), batch_size):
         batch = collate(list(samples[start : start + batch_size]))
-        tokens = model.encode(batch)
+        # only the aligned modalities that some sample has (a text query reads no image)
+        here = [m for m in task.between if bool(batch.present[m].any())]
+        tokens = model.encode(batch, only=here)
         for m in task.between:
-            vectors = task.project(m, masked_mean(tokens[m].tokens, tokens[m].mask))
+            if m in tokens:
+                vectors = task.project(m, masked_mean(tokens[m].tokens, tokens[m].mask)).cpu()
+            else:
+                vectors = torch.zeros(len(batch), embed_width(task))
             parts[m].append((vectors.float().numpy(), batch.present[m].numpy()))
     width = embed_width(task)
     return {
