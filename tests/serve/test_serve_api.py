@@ -52,7 +52,10 @@ def test_health_and_info(client):
 
 
 def test_docs_and_openapi(client):
-    assert "swagger" in client.get("/docs").text.lower()
+    page = client.get("/docs").text
+    assert "swagger" in page.lower() and "cdn" not in page  # its scripts are served here
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static-offline-docs/swagger-ui.css").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/search", "/embed", "/predict", "/files/{path}"} <= set(paths)
 

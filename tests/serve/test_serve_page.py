@@ -91,3 +91,21 @@ def test_search_page_by_text_and_by_image(aligned_model, image_index, collection
         assert "415" in page.inner_text("#status")
         browser.close()
     assert errors == []
+
+
+def test_the_api_docs_render_offline(aligned_model, image_index):
+    """/docs draws Swagger UI from the installed bundle: no request leaves 127.0.0.1."""
+    with (
+        serving(create_app(aligned_model, image_index)) as url,
+        playwright_api.sync_playwright() as p,
+    ):
+        browser = launch(p)
+        page = browser.new_page()
+        elsewhere: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith(url) else elsewhere.append(r.url))
+        page.goto(url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        paths = page.eval_on_selector_all(".opblock-summary-path", "e => e.map(x => x.innerText)")
+        browser.close()
+    assert "/search" in paths and "/predict" in paths
+    assert elsewhere == []

@@ -97,7 +97,7 @@ def index_add(index_dir: Path, data: Path, skip_bad: bool) -> None:
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--ids", required=True, help="Comma-separated ids to remove.")
 def index_remove(index_dir: Path, ids: str) -> None:
-    """Remove rows from the index by id; an unknown id changes nothing.
+    """Remove rows from the index by id; an id not in the index is refused and nothing changes.
 
     Example: omnifuse index remove indexes/world --ids 000001,000007
     """

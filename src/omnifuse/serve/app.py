@@ -24,6 +24,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi import Query as Param
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from omnifuse.data.dataset import Readers
@@ -120,7 +121,7 @@ def create_app(
         yield
         service.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their scripts served here: no CDN
         lifespan=lifespan,
         title="omnifuse",
         summary="Search a collection and run a multimodal model over HTTP.",
