@@ -1,11 +1,15 @@
 """Index scale: build time, peak RSS, query latency (one query at a time and batched) and
 recall@10 against exact search, at 10k, 100k and 1M random unit vectors.
 
-Queries are database vectors plus gaussian noise of norm about --noise, renormalised (a query
-near an item of the collection). Searches run on one thread (torch and FAISS set to 1); the
+Vectors are uniform on the sphere (the hardest case: no structure, every point nearly as far
+as any other), or with --clusters C drawn around C random centres, with spread --spread
+(embeddings of real collections cluster by what they show). Queries are database vectors
+plus gaussian noise of norm about --noise, renormalised (a query near an item of the
+collection). Searches run on one thread (torch and FAISS set to 1); the
 exact ground truth is computed with FAISS's flat index on --truth-threads threads.
 
     python benchmarks/index_scale.py --dim 16 --sizes 10000,100000,1000000
+    python benchmarks/index_scale.py --dim 64 --clusters 10000 --spread 0.5
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ from omnifuse.retrieval import IndexConfig, structure
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     x = rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def vectors(rng: np.random.Generator, n: int, args: argparse.Namespace) -> np.ndarray:
+    """n unit vectors: uniform, or around `args.clusters` centres (noise of norm ~spread)."""
+    if not args.clusters:
+        return unit(rng, n, args.dim)
+    centres = unit(rng, args.clusters, args.dim)
+    x = centres[rng.integers(0, args.clusters, n)]
+    x += rng.standard_normal((n, args.dim), dtype=np.float32) * (args.spread / args.dim**0.5)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -66,6 +80,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--single", type=int, default=500, help="queries timed one at a time")
     parser.add_argument("--noise", type=float, default=0.5)
+    parser.add_argument("--clusters", type=int, default=0, help="0: uniform vectors")
+    parser.add_argument("--spread", type=float, default=0.5)
     parser.add_argument("--nprobe", type=int, default=128)
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--hnsw-m", type=int, default=128)
@@ -73,9 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(f"dim {args.dim}, {args.queries} queries (database vector + noise {args.noise})")
+    shape = f"{args.clusters} clusters, spread {args.spread}" if args.clusters else "uniform"
+    print(f"dim {args.dim}, {shape}, {args.queries} queries (an item + noise {args.noise})")
     for n in [int(s) for s in args.sizes.split(",")]:
-        data = unit(rng, n, args.dim)
+        data = vectors(rng, n, args)
         noise = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
         queries = data[rng.integers(0, n, args.queries)] + noise * args.noise / args.dim**0.5
         queries = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True))
