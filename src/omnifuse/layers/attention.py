@@ -20,7 +20,15 @@ def safe_key_mask(mask: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention of `query` tokens over `context` tokens."""
+    """Multi-head attention of `query` tokens over `context` tokens.
+
+    Where few queries read many context tokens (a Perceiver's latents reading every input
+    token), the key and value projections are taken through the queries instead of applied to
+    every context token: q·(Wk c) = (Wkᵀ q)·c, and, since attention weights sum to 1,
+    Σ p (Wv c + bv) = Wv (Σ p c) + bv; the key bias adds the same to every score of a query
+    and cancels in the softmax. The same function, with the per-token work of the
+    projections gone (`_absorbs` compares the two costs).
+    """
 
     def __init__(self, *, dim: int, heads: int, context_dim: int | None = None) -> None:
         super().__init__()
@@ -37,6 +45,8 @@ class Attention(nn.Module):
         """`mask` (B, M): the valid context tokens; None when all are (then SDPA runs without
         a mask, on its fastest kernel). `causal`: query i reads context positions up to i
         only (query and context the same sequence, as in a text decoder)."""
+        if not causal and self._absorbs(query.shape[1], context.shape[1], context.shape[2]):
+            return self._through_queries(query, context, mask)
         q = rearrange(self.q(query), "b n (h d) -> b h n d", h=self.heads)
         # keys and values projected apart (halves of one kv weight): each comes out
         # contiguous, where splitting one projection would copy both for the kernel
@@ -54,6 +64,34 @@ class Attention(nn.Module):
             later = torch.ones(n, m, dtype=torch.bool, device=query.device).tril(m - n)
             attn_mask = later if attn_mask is None else attn_mask & later  # (B, 1, N, M)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out(rearrange(out, "b h n d -> b n (h d)"))
+
+    def _absorbs(self, queries: int, tokens: int, width: int) -> bool:
+        """Whether projecting through the queries costs fewer multiply-adds than projecting
+        the context: per sample, 2·Q·D·C for the queries and values through the projections
+        plus 2·H·Q·M·C for attention over the raw context, against M·2·C·D for the keys and
+        values of M context tokens plus 2·Q·M·D for attention."""
+        dim = self.q.out_features
+        through_queries = 2 * queries * dim * width + 2 * self.heads * queries * tokens * width
+        through_context = tokens * 2 * width * dim + 2 * queries * tokens * dim
+        return through_queries < through_context
+
+    def _through_queries(self, query: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
+        """The attention with its key and value projections absorbed into the queries (see
+        the class): each head's query becomes a vector of the context's width, which one
+        shared "head" of raw context tokens answers (SDPA's grouped-query attention)."""
+        heads, dim = self.heads, self.q.out_features
+        size = dim // heads
+        q = rearrange(self.q(query), "b n (h d) -> b h n d", h=heads)
+        w_k = self.kv.weight[:dim].view(heads, size, -1)  # (H, d, C)
+        w_v = self.kv.weight[dim:].view(heads, size, -1)
+        keys = torch.einsum("bhnd,hdc->bhnc", q, w_k)  # (B, H, N, C)
+        raw = context[:, None]  # (B, 1, M, C): keys and values alike
+        attn_mask = None if mask is None else safe_key_mask(mask)[:, None, None, :]
+        read = F.scaled_dot_product_attention(
+            keys, raw, raw, attn_mask=attn_mask, scale=size**-0.5, enable_gqa=True
+        )  # (B, H, N, C): each head's weighted sum of raw context tokens
+        out = torch.einsum("bhnc,hdc->bhnd", read, w_v) + self.kv.bias[dim:].view(heads, 1, size)
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
 
