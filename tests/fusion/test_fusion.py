@@ -292,6 +292,33 @@ def test_attention_without_a_mask_is_attention_with_every_key_valid():
     torch.testing.assert_close(attention(changed, changed, None, causal=True)[:, 0], causal[:, 0])
 
 
+@pytest.mark.parametrize("heads", [1, 4])
+def test_attention_through_the_queries_is_the_attention_through_the_context(heads: int):
+    """Few queries over many tokens take the projections through the queries: the same
+    outputs and gradients as projecting every token, masked tokens excluded alike."""
+    from omnifuse.layers.attention import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(dim=16, heads=heads, context_dim=12)
+    query, context = torch.randn(3, 2, 16), torch.randn(3, 40, 12, requires_grad=True)
+    mask = torch.rand(3, 40) > 0.3
+    mask[2] = False  # a sample with no valid token attends to every token, as SDPA would
+    assert attention._absorbs(2, 40, 12)  # 2 queries: far fewer multiply-adds
+    assert attention._absorbs(40, 40, 12) == (heads == 1)  # 4 heads over 40: the context's
+    results = []
+    for absorb in (True, False):
+        attention._absorbs = lambda *_, absorb=absorb: absorb  # type: ignore[method-assign]
+        out = attention(query, context, mask)
+        grads = torch.autograd.grad(out.square().sum(), [context, attention.kv.weight])
+        results.append((out, *grads))
+    for through_queries, through_context in zip(*results, strict=True):
+        torch.testing.assert_close(through_queries, through_context, atol=1e-5, rtol=1e-4)
+    changed = context.detach().clone()
+    changed[~mask] += 5.0  # masked tokens cannot change the output of a sample with valid ones
+    del attention._absorbs
+    torch.testing.assert_close(attention(query, changed, mask)[:2], results[0][0][:2])
+
+
 def test_perceiver_cross_heads_default_to_heads():
     same = create_fusion("perceiver", dim=16, modalities=["a"], heads=4)
     one = create_fusion("perceiver", dim=16, modalities=["a"], heads=4, cross_heads=1)
