@@ -262,3 +262,23 @@ def test_without_an_index_search_says_so(aligned_model):
     assert bare.get("/health").json() == {"status": "ok", "index": False}
     assert "--index" in refused(bare.get("/search", params={"q": "a circle"}), 404)
     assert bare.post("/embed", data={"text": "a circle"}).status_code == 200
+
+
+def test_a_served_index_follows_its_updates(aligned_model, image_index, tmp_path):
+    """`omnifuse index remove` on a served index: the next request sees the new version, and
+    the removed row's file is no longer served."""
+    import shutil
+
+    from omnifuse.retrieval import remove_from_index
+
+    copy = tmp_path / "index"
+    shutil.copytree(image_index, copy)
+    client = TestClient(create_app(aligned_model, copy))
+    first = client.get("/search", params={"q": "a red circle", "k": 3}).json()["hits"][0]
+    size = client.get("/info").json()["index"]["size"]
+    assert client.get(first["url"]).status_code == 200
+    remove_from_index(copy, [first["id"]])
+    hits = client.get("/search", params={"q": "a red circle", "k": 3}).json()["hits"]
+    assert first["id"] not in [h["id"] for h in hits]
+    assert client.get("/info").json()["index"]["size"] == size - 1
+    refused(client.get(first["url"]), 404)

@@ -33,6 +33,7 @@ from omnifuse.inference import embed_rows, predict_rows
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import closest
 from omnifuse.retrieval import Hit, Index, open_index, search
+from omnifuse.retrieval.store import POINTER
 from omnifuse.retrieval import Query as SearchQuery
 from omnifuse.serve.batching import Batcher
 from omnifuse.serve.guard import Guard
@@ -62,10 +63,8 @@ class Service:
             self.index = open_index(index_dir)
             self.index.check_model(model_dir)
         self.index_dir = index_dir.resolve() if index_dir is not None else None
-        # the files /files serves: the indexed rows' own, by the path their hits give
-        rows = self.index.rows if self.index is not None else None
-        listed = rows.column("file").to_pylist() if rows and "file" in rows.column_names else []
-        self.files = frozenset(f for f in listed if f)
+        self.files = files_of(self.index)
+        self.reopening = threading.Lock()
         self.limits = limits
         self.suffixes = suffix_kinds(self.readers.modalities)
         self.lock = threading.Lock()
@@ -88,8 +87,20 @@ class Service:
             return call()
 
     def searchable(self) -> Index:
-        if self.index is None or self.batcher is None:
+        """The index's live version: after `omnifuse index add` or `remove` switched it to a
+        new one, that one (opened once, by the first request to see the switch)."""
+        if self.index is None or self.batcher is None or self.index_dir is None:
             raise RequestError(404, "no index is loaded: start the server with --index")
+        try:
+            live = (self.index_dir / POINTER).read_text().strip()
+        except OSError:  # mid-switch or gone: keep serving the version loaded
+            return self.index
+        if live != self.index.version:
+            with self.reopening:
+                if live != self.index.version:
+                    index = open_index(self.index_dir)
+                    self.files = files_of(index)
+                    self.index = index
         return self.index
 
     @contextmanager
@@ -102,6 +113,13 @@ class Service:
                 yield inputs
             except OmnifuseError as error:
                 raise type(error)(inputs.named(str(error))) from None
+
+
+def files_of(index: Index | None) -> frozenset[str]:
+    """The files /files serves: the indexed rows' own, by the path their hits give."""
+    rows = index.rows if index is not None else None
+    listed = rows.column("file").to_pylist() if rows and "file" in rows.column_names else []
+    return frozenset(f for f in listed if f)
 
 
 def create_app(
@@ -341,12 +359,13 @@ def add_routes(app: FastAPI, service: Service) -> None:
     def info() -> dict[str, Any]:
         """The model's modalities and tasks, the index and the request limits."""
         model = service.model
+        index = service.searchable() if service.index is not None else None
         return {
             "modalities": {n: m.config.kind for n, m in sorted(model.modalities.items())},
             "tasks": sorted(model.task_dict()),
             "suffixes": service.suffixes,
-            "index": index_info(service.index),
-            "columns": service.index.columns if service.index is not None else [],
+            "index": index_info(index),
+            "columns": index.columns if index is not None else [],
             "limits": vars(service.limits) | {"body_bytes": service.limits.body_bytes},
         }
 
