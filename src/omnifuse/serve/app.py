@@ -33,8 +33,8 @@ from omnifuse.inference import embed_rows, predict_rows
 from omnifuse.model import OmnifuseModel
 from omnifuse.registry import closest
 from omnifuse.retrieval import Hit, Index, open_index, search
-from omnifuse.retrieval.store import POINTER
 from omnifuse.retrieval import Query as SearchQuery
+from omnifuse.retrieval.store import POINTER
 from omnifuse.serve.batching import Batcher
 from omnifuse.serve.guard import Guard
 from omnifuse.serve.uploads import (
