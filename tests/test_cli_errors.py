@@ -91,14 +91,18 @@ MODEL_DAMAGE = {
 
 
 @pytest.mark.parametrize("how", sorted(MODEL_DAMAGE))
-@pytest.mark.parametrize("command", ["eval", "predict", "embed"])
+@pytest.mark.parametrize("command", ["eval", "predict", "embed", "index build", "serve"])
 def test_a_damaged_model_directory_is_one_line(
     saved: Path, world: Path, tmp_path: Path, command: str, how: str
 ):
     directory = damage_model(saved, tmp_path, how)
-    args = [directory] if command == "eval" else [directory, world]
-    one_line(invoke(command, *args), MODEL_DAMAGE[how])
-    debug = invoke("--debug", command, *args)
+    args = {
+        "eval": [directory],
+        "index build": [directory, "--data", world, "--modality", "image", "--out", tmp_path / "i"],
+        "serve": [directory, "--index", tmp_path / "i", "--port", "0"],
+    }.get(command, [directory, world])
+    one_line(invoke(*command.split(), *args), MODEL_DAMAGE[how])
+    debug = invoke("--debug", *command.split(), *args)
     assert debug.exit_code == 1 and debug.exception is not None
 
 
@@ -142,6 +146,17 @@ def manifest_commands(
             folder / "s",
         ],
         "data validate": lambda: ["data", "validate", manifest, "--config", config],
+        "index build": lambda: [
+            "index",
+            "build",
+            saved,
+            "--data",
+            manifest,
+            "--modality",
+            "image",
+            "--out",
+            folder / "i",
+        ],
     }
 
 
@@ -179,6 +194,10 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
             tmp_path,
         ],
         "data shard": ["data", "shard", world, "--config", config, "--out", a_file],
+        "index build": [
+            *["index", "build", saved, "--data", world, "--modality", "image"],
+            *["--out", a_file],
+        ],
     }
     for args in folder_outs.values():
         one_line(invoke(*args), f"--out {a_file}: a file, not a folder")
@@ -191,12 +210,42 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
     assert a_file.read_text() == "mine\n"
 
 
+INDEX_COMMANDS = {
+    "index info": lambda index, saved, world: [index],
+    "index add": lambda index, saved, world: [index, "--data", world],
+    "index remove": lambda index, saved, world: [index, "--ids", "000001"],
+    "search": lambda index, saved, world: [index, "--model", saved, "--text", "a red circle"],
+    "serve": lambda index, saved, world: [saved, "--index", index, "--port", "0"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(INDEX_COMMANDS))
+def test_a_missing_or_damaged_index_is_one_line(
+    saved: Path, world: Path, tmp_path: Path, command: str
+):
+    not_an_index = tmp_path / "plain"
+    not_an_index.mkdir()
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "CURRENT").write_text("v000001\n")  # naming a version that is not there
+    cases = {
+        tmp_path / "nowhere": "nowhere: no such folder",
+        not_an_index: "plain: not an index (no CURRENT file)",
+        damaged: "damaged: damaged index (v000001)",
+    }
+    for index, expected in cases.items():
+        args = INDEX_COMMANDS[command](index, saved, world)
+        one_line(invoke(*command.split(), *args), expected)
+    assert not (tmp_path / "nowhere").exists()  # no command makes the folder it was not given
+
+
 def test_every_command_is_swept():
-    """The sweeps above cover every command that reads a model, a manifest or writes --out;
-    a new command must be added to one of them (or here, when it reads none)."""
+    """The sweeps above cover every command that reads a model, a manifest, an index or
+    writes --out; a new command must be added to one of them (or here, when it reads none)."""
     reads_nothing = {"plugins"}
     swept = {"eval", "predict", "embed", "train", "data shard", "data validate", "demo", "bench"}
-    swept |= {"data world", "data avmnist", "data folder", "data coco"}
+    swept |= {"data world", "data avmnist", "data folder", "data coco", "index build"}
+    swept |= set(INDEX_COMMANDS)
     assert set(commands(cli)) == swept | reads_nothing
 
 

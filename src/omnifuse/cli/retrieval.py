@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from omnifuse.cli.boundary import out_folder
 from omnifuse.errors import ConfigError
 
 
@@ -25,7 +26,7 @@ def _ids(value: str) -> list[str]:
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="The manifest.")
 @click.option("--modality", required=True, help="The modality to index, e.g. image.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Index folder.")
+@out_folder("Index folder.")
 @click.option("--columns", default="", help="Manifest columns to store, e.g. scene_class,venue.")
 @click.option("--task", default=None, help="The alignment task (default: the only one).")
 @click.option(

@@ -41,6 +41,7 @@ def add_to_index(
     """Add the rows of the manifest `data` (its files inside the index's root), embedded
     with the model the index was built with; an id already in the index is refused."""
     index_dir = Path(index_dir)
+    open_index(index_dir)  # an index is there (the lock would make the folder)
     with updating(index_dir):
         index = open_index(index_dir)
         model_dir = Path(index.meta["model"]["dir"])
@@ -96,6 +97,7 @@ def rebased(manifest_root: Path, index_root: Path, rows: pa.Table) -> list[str |
 def remove_from_index(index_dir: Path, ids: Sequence[str]) -> Index:
     """Remove the rows with `ids`; an id not in the index is refused, and nothing changes."""
     index_dir = Path(index_dir)
+    open_index(index_dir)  # an index is there (the lock would make the folder)
     with updating(index_dir):
         index = open_index(index_dir)
         known = index.position_of()
