@@ -91,12 +91,14 @@ MODEL_DAMAGE = {
 
 
 @pytest.mark.parametrize("how", sorted(MODEL_DAMAGE))
-@pytest.mark.parametrize("command", ["eval", "predict", "embed"])
+@pytest.mark.parametrize("command", ["eval", "predict", "embed", "generate"])
 def test_a_damaged_model_directory_is_one_line(
     saved: Path, world: Path, tmp_path: Path, command: str, how: str
 ):
     directory = damage_model(saved, tmp_path, how)
-    args = [directory] if command == "eval" else [directory, world]
+    args = {"eval": [directory], "generate": [directory, "--out", tmp_path / "g"]}.get(
+        command, [directory, world]
+    )
     one_line(invoke(command, *args), MODEL_DAMAGE[how])
     debug = invoke("--debug", command, *args)
     assert debug.exit_code == 1 and debug.exception is not None
@@ -179,6 +181,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
             tmp_path,
         ],
         "data shard": ["data", "shard", world, "--config", config, "--out", a_file],
+        "generate": ["generate", saved, "--out", a_file],
     }
     for args in folder_outs.values():
         one_line(invoke(*args), f"--out {a_file}: a file, not a folder")
@@ -196,7 +199,7 @@ def test_every_command_is_swept():
     a new command must be added to one of them (or here, when it reads none)."""
     reads_nothing = {"plugins"}
     swept = {"eval", "predict", "embed", "train", "data shard", "data validate", "demo", "bench"}
-    swept |= {"data world", "data avmnist", "data folder", "data coco"}
+    swept |= {"data world", "data avmnist", "data folder", "data coco", "generate"}
     assert set(commands(cli)) == swept | reads_nothing
 
 

@@ -14,6 +14,7 @@ import click
 
 from omnifuse.cli.boundary import OmnifuseGroup, folder, out_folder
 from omnifuse.cli.data import data
+from omnifuse.cli.generate import generate
 from omnifuse.config import load_config
 from omnifuse.errors import OmnifuseError
 
@@ -349,6 +350,7 @@ def plugins(as_json: bool) -> None:
 
 
 cli.add_command(data)
+cli.add_command(generate)
 
 
 def main() -> None:
