@@ -98,3 +98,59 @@ def aligned_model(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("aligned") / "model"
     run(RunConfig.model_validate(config).check(), out, checkpoints=False, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def image_tokenizer(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny FSQ image tokenizer (32x32 RGB images, a 8x8 grid of 125 codes) trained for one
+    epoch on the tiny world; returns its folder."""
+    from omnifuse.config import RunConfig
+    from omnifuse.train.run import run
+
+    config = {
+        "data": {"manifest": str(world)},
+        "modalities": {
+            "image": {"kind": "image", "size": 32, "encoder": {"type": "image_conv", "width": 4}}
+        },
+        "model": {
+            "dim": 8,
+            "fusion": {"type": "unimodal", "modality": "image"},
+            "tasks": {
+                "tokenizer": {
+                    "type": "image_tokenizer",
+                    "modality": "image",
+                    "width": 4,
+                    "levels": [5, 5, 5],
+                },
+            },
+        },
+        "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3, "seed": 0, "threads": 1},
+    }
+    out = tmp_path_factory.mktemp("tokenizer") / "model"
+    run(RunConfig.model_validate(config).check(), out, checkpoints=False, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_generator(
+    world: Path, image_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny caption-to-image model over `image_tokenizer`, trained for one epoch; returns
+    its folder."""
+    from omnifuse.config import RunConfig
+    from omnifuse.train.run import run
+
+    config = tiny_config(world, epochs=1, threads=1)
+    config["modalities"] = {n: config["modalities"][n] for n in ("image", "text")}
+    config["model"]["tasks"] = {
+        "picture": {
+            "type": "image_generation",
+            "modality": "image",
+            "tokenizer": str(image_tokenizer),
+            "depth": 1,
+            "steps": 4,
+        }
+    }
+    out = tmp_path_factory.mktemp("generator") / "model"
+    run(RunConfig.model_validate(config).check(), out, checkpoints=False, progress=False)
+    return out

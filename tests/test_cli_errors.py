@@ -91,13 +91,16 @@ MODEL_DAMAGE = {
 
 
 @pytest.mark.parametrize("how", sorted(MODEL_DAMAGE))
-@pytest.mark.parametrize("command", ["eval", "predict", "embed", "index build", "serve"])
+@pytest.mark.parametrize(
+    "command", ["eval", "predict", "embed", "generate", "index build", "serve"]
+)
 def test_a_damaged_model_directory_is_one_line(
     saved: Path, world: Path, tmp_path: Path, command: str, how: str
 ):
     directory = damage_model(saved, tmp_path, how)
     args = {
         "eval": [directory],
+        "generate": [directory, "--out", tmp_path / "g"],
         "index build": [directory, "--data", world, "--modality", "image", "--out", tmp_path / "i"],
         "serve": [directory, "--index", tmp_path / "i", "--port", "0"],
     }.get(command, [directory, world])
@@ -198,6 +201,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
             *["index", "build", saved, "--data", world, "--modality", "image"],
             *["--out", a_file],
         ],
+        "generate": ["generate", saved, "--out", a_file],
     }
     for args in folder_outs.values():
         one_line(invoke(*args), f"--out {a_file}: a file, not a folder")
@@ -245,7 +249,7 @@ def test_every_command_is_swept():
     reads_nothing = {"plugins"}
     swept = {"eval", "predict", "embed", "train", "data shard", "data validate", "demo", "bench"}
     swept |= {"data world", "data avmnist", "data folder", "data coco", "index build"}
-    swept |= set(INDEX_COMMANDS)
+    swept |= {"generate", *INDEX_COMMANDS}
     assert set(commands(cli)) == swept | reads_nothing
 
 

@@ -82,6 +82,7 @@ class OmnifuseModel(nn.Module):
         self.tasks = nn.ModuleDict(tasks)
         for task in tasks.values():
             task.setup(encoders)
+            task.read_preprocessing(modalities)
         if config.model.loss_weighting == "uncertainty":
             # Kendall et al. (2018): each task's loss is scaled by exp(-s) and s is added
             self.log_variances = nn.ParameterDict({n: nn.Parameter(torch.zeros(())) for n in tasks})

@@ -21,6 +21,8 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "alignment": {"between": ["image", "text"], "embed_dim": 8},
     "classification": {"target": "scene_class"},
     "generation": {"target": "caption", "max_length": 12, "depth": 1},
+    "image_generation": {"modality": "image", "tokenizer": "TOKENIZER", "depth": 1},
+    "image_tokenizer": {"modality": "image", "width": 4, "levels": [5, 5, 5]},
     "reconstruction": {"modality": "audio", "teacher_momentum": 0.9},
     "regression": {"target": "score"},
 }
@@ -31,9 +33,10 @@ def test_every_registered_task_is_swept():
 
 
 @pytest.fixture(scope="module")
-def prepared(world: Path) -> Prepared:
+def prepared(world: Path, image_tokenizer: Path) -> Prepared:
     config = tiny_config(world)
     config["model"]["tasks"] = {name: {"type": name, **o} for name, o in OPTIONS.items()}
+    config["model"]["tasks"]["image_generation"]["tokenizer"] = str(image_tokenizer)
     return prepare(parse_config(config), progress=False)
 
 

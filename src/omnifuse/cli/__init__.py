@@ -14,6 +14,7 @@ import click
 
 from omnifuse.cli.boundary import OmnifuseGroup, folder, out_folder
 from omnifuse.cli.data import data
+from omnifuse.cli.generate import generate
 from omnifuse.cli.retrieval import index, search
 from omnifuse.cli.serve import serve
 from omnifuse.config import load_config
@@ -351,6 +352,7 @@ def plugins(as_json: bool) -> None:
 
 
 cli.add_command(data)
+cli.add_command(generate)
 cli.add_command(index)
 cli.add_command(search)
 cli.add_command(serve)

@@ -78,12 +78,16 @@ class ImageModality(Modality[ImageConfig]):
             raise DataError(f"column '{self.column}': cannot read image {value}: {error}") from None
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
-    def load_value(self, value: Any, root: Path) -> Tensor:
+    def statistics(self) -> tuple[list[float], list[float]]:
+        """The per-channel mean and standard deviation that loading normalises pixels with:
+        a loaded image is (pixels - mean) / std."""
         if self.config.normalize == "imagenet":
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-        else:
-            channels = self.config.channels
-            mean, std = self.config.mean or [0.5] * channels, self.config.std or [0.25] * channels
+            return IMAGENET_MEAN, IMAGENET_STD
+        channels = self.config.channels
+        return self.config.mean or [0.5] * channels, self.config.std or [0.25] * channels
+
+    def load_value(self, value: Any, root: Path) -> Tensor:
+        mean, std = self.statistics()
         image = self.read(value, root)
         return (image - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
 

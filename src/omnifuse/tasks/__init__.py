@@ -1,6 +1,14 @@
 """Tasks: a head, its loss and its metrics, registered by type."""
 
-from omnifuse.tasks import alignment, classification, generation, reconstruction, regression
+from omnifuse.tasks import (
+    alignment,
+    classification,
+    generation,
+    image_generation,
+    image_tokenizer,
+    reconstruction,
+    regression,
+)
 from omnifuse.tasks.base import Task
 
 __all__ = [
@@ -8,6 +16,8 @@ __all__ = [
     "alignment",
     "classification",
     "generation",
+    "image_generation",
+    "image_tokenizer",
     "reconstruction",
     "regression",
 ]

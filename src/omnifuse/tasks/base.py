@@ -22,7 +22,7 @@ from omnifuse.heads.query import QueryHead
 from omnifuse.interfaces import Batch, Fused, Tokens
 from omnifuse.layers.attention import masked_mean
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import is_missing
+from omnifuse.modalities.base import Modality, is_missing
 from omnifuse.registry import closest
 
 
@@ -157,6 +157,10 @@ class Task(nn.Module):
     def setup(self, encoders: Mapping[str, nn.Module]) -> None:
         """Called once by the model after its encoders are built: a task that keeps its own
         copy of an encoder (an EMA teacher) makes it here."""
+
+    def read_preprocessing(self, modalities: Mapping[str, Modality]) -> None:
+        """Called once by the model with its modalities (their fitted preprocessing): a task
+        that turns a modality's inputs back into files (pixels) reads its statistics here."""
 
     def after_step(self, encoders: Mapping[str, nn.Module]) -> None:
         """Called after each optimizer step (an EMA teacher follows its encoder here)."""
