@@ -67,7 +67,8 @@ def embed_samples(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """For each modality of `task`: (n, E) float32 normalised embeddings and (n,) presence
     (an absent modality's row means nothing), computed as the task embeds in training."""
-    model.eval()
+    if model.training:  # eval() walks every module: 1 ms, most of a one-text query
+        model.eval()
     collate = (readers or Readers.of(model.config)).collate()
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in task.between}
     for start in range(0, len(samples), batch_size):
