@@ -51,9 +51,16 @@ class TruncationCount:
         return notes
 
 
+_NPY_HEADERS = threading.Lock()
+
+
 def load_npy(path: Path) -> np.ndarray:
-    """A .npy array, never unpickling objects."""
-    return np.load(path, allow_pickle=False)
+    """A .npy array, memory-mapped (only what is indexed is read), never unpickling objects.
+    numpy parses the header with `ast.literal_eval`, which CPython 3.11 cannot run in two
+    threads at once (SystemError: AST constructor recursion depth mismatch), and a manifest's
+    rows are read by a thread pool: one header is parsed at a time."""
+    with _NPY_HEADERS:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 class LooseFile(str):

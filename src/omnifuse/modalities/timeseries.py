@@ -34,7 +34,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock, sinusoidal_positions
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import Modality, TruncationCount
+from omnifuse.modalities.base import Modality, TruncationCount, load_npy
 from omnifuse.modalities.perturbations import Perturbation, frame_dropout, gaussian_noise
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
@@ -56,7 +56,7 @@ def read_csv_series(path: Path, steps: int | None = None) -> list[list[float]]:
 
 def read_npy_series(path: Path, steps: int | None = None) -> np.ndarray:
     """The first `steps` steps of a .npy series, memory-mapped: only those are read."""
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    array = load_npy(path)
     return np.array(array[:steps] if array.ndim else array)
 
 

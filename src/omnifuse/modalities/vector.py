@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from omnifuse.config import Component, ModalityConfig
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
-from omnifuse.modalities.base import Modality
+from omnifuse.modalities.base import Modality, load_npy
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
 
@@ -50,7 +50,7 @@ class VectorModality(Modality[VectorConfig]):
     def read_npy(self, path: Path) -> np.ndarray:
         """A .npy vector, memory-mapped, so a file of the wrong shape (however large) is refused
         before its values are read."""
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = load_npy(path)
         self.check_shape(array.shape)
         return array
 

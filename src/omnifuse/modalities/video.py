@@ -27,7 +27,7 @@ from omnifuse.errors import ConfigError, DataError
 from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
 from omnifuse.manifest import Manifest
-from omnifuse.modalities.base import MAX_PIXELS, LooseFile, Modality, decode_image
+from omnifuse.modalities.base import MAX_PIXELS, LooseFile, Modality, decode_image, load_npy
 from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
@@ -96,7 +96,7 @@ class VideoModality(Modality[VideoConfig]):
 
     def array_frames(self, path: Path, value: Any) -> list[np.ndarray]:
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = load_npy(path)
         except (ValueError, OSError) as error:
             raise DataError(f"column '{self.column}': cannot read array {value}: {error}") from None
         if array.ndim == 3:
