@@ -1,16 +1,22 @@
 """Caption-to-image generation on the generated world, read back by a scene parser.
 
     python benchmarks/imagegen_world.py [--n 3000] [--epochs 5] [--guidance 2]
+                                        [--size 64] [--stages 2] [--tokenizer-epochs 6]
+                                        [--foreground-weight 10]
                                         [--out runs/imagegen-world] [--json FILE]
                                         [--sheet docs/images/imagegen-world.png]
 
-A world of `n` scenes (docs/world.md; no missing cells) is read at 32x32. An FSQ tokenizer
-(image_tokenizer: an 8x8 grid of 200 codes) and an image_generation model conditioned on the
-caption alone are trained through omnifuse's prepare/train. A scene parser, a small CNN with
-one classifier per attribute (the shape and the colour of the first, second and third object
-from the left, or none), is trained on the real training images. On the test split it reads:
+A world of `n` scenes (docs/world.md; no missing cells) is read at `size` (64: as generated).
+An FSQ tokenizer (image_tokenizer: `stages` halvings, a grid of size / 2**stages codes a side,
+1000 codes, its loss weighted toward pixels away from the background colour by
+`foreground_weight`) and an image_generation model conditioned on the caption alone are
+trained through omnifuse's prepare/train. A scene parser (`SceneCNN`: one classifier per
+attribute, the shape and the colour of the first, second and third object from the left, or
+none) is trained on the real training images. On the test split it reads:
 
 - the real test images (its own accuracy: the ceiling);
+- the tokenizer's reconstructions of them (what the tokenizer keeps);
+
 - images generated from each test caption (target: >= 0.8 of the ceiling);
 - images generated from the test captions shuffled among the test samples (the floor: what
   matching the attribute distribution alone scores),
@@ -29,7 +35,7 @@ import time
 from pathlib import Path
 
 import torch
-from imagegen_common import accuracy, classify, fit_classifier, save, train_config
+from imagegen_common import SceneCNN, accuracy, classify, fit_classifier, save, train_config
 
 from omnifuse.data.world import COLOURS, SHAPES, generate_world
 from omnifuse.eval.imagegen import condition_samples, contact_sheet, generate_images
@@ -56,7 +62,7 @@ def attributes(caption: str) -> list[int]:
 
 
 def real(prepared: Prepared, split: str) -> tuple[torch.Tensor, list[str]]:
-    """The split's images in [0, 1] (N, 3, 32, 32) and captions."""
+    """The split's images in [0, 1] (N, 3, S, S) and captions."""
     samples = prepared.splits[split]
     image = prepared.config.modalities["image"]
     mean = torch.tensor(image.mean).view(1, -1, 1, 1)  # type: ignore[attr-defined]
@@ -82,8 +88,9 @@ def scores(parser, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     }
 
 
-def configs(manifest: Path, tokenizer: Path | None, epochs: int, threads: int) -> dict:
-    image = {"kind": "image", "size": 32, "encoder": {"type": "image_conv", "width": 4}}
+def configs(manifest: Path, tokenizer: Path | None, args: argparse.Namespace) -> dict:
+    image = {"kind": "image", "size": args.size, "encoder": {"type": "image_conv", "width": 4}}
+    epochs, threads = args.epochs, args.threads
     text = {
         "kind": "text",
         "column": "caption",
@@ -100,13 +107,20 @@ def configs(manifest: Path, tokenizer: Path | None, epochs: int, threads: int) -
                 "tokenizer": {
                     "type": "image_tokenizer",
                     "modality": "image",
-                    "width": 16,
-                    "stages": 2,
-                    "levels": [8, 5, 5],
+                    "width": args.width,
+                    "stages": args.stages,
+                    "levels": [8, 5, 5, 5],
+                    "foreground_weight": args.foreground_weight,
                 }
             },
         },
-        "train": {"epochs": 6, "batch_size": 64, "lr": 3e-3, "seed": 0, "threads": threads},
+        "train": {
+            "epochs": args.tokenizer_epochs,
+            "batch_size": 32,
+            "lr": 3e-3,
+            "seed": 0,
+            "threads": threads,
+        },
     }
     gen = common | {
         "modalities": {"image": image, "text": text},
@@ -131,6 +145,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--tokenizer-epochs", type=int, default=6)
+    parser.add_argument("--foreground-weight", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=Path("runs/imagegen-world"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--sheet", type=Path, default=None)
@@ -140,10 +159,13 @@ def main() -> None:
     manifest = args.out / "world" / "manifest.parquet"
     if not manifest.exists():
         manifest = generate_world(args.out / "world", n=args.n, seed=0, missing=0.0)
-    result: dict = {"n": args.n}
+    result: dict = {"n": args.n} | {
+        k: getattr(args, k)
+        for k in ("size", "stages", "width", "tokenizer_epochs", "foreground_weight", "epochs")
+    }
 
     tok_prepared, tokenizer, seconds = train_config(
-        configs(manifest, None, args.epochs, args.threads)["tokenizer"], "tokenizer"
+        configs(manifest, None, args)["tokenizer"], "tokenizer"
     )
     result["tokenizer"] = tokenizer.metrics["tokenizer"] | {"seconds": seconds}
     tok_dir = save(tokenizer, args.out / "tokenizer")
@@ -152,7 +174,9 @@ def main() -> None:
     train_labels = torch.tensor([attributes(c) for c in train_captions])
     test_labels = torch.tensor([attributes(c) for c in test_captions])
     t = time.perf_counter()
-    scene_parser = fit_classifier(train_images, train_labels, [4, 5] * SLOTS, epochs=20)
+    scene_parser = fit_classifier(
+        train_images, train_labels, [4, 5] * SLOTS, epochs=20, build=SceneCNN, one_cycle=True
+    )
     result["parser_seconds"] = time.perf_counter() - t
     result["real"] = scores(scene_parser, test_images, test_labels)
     with torch.no_grad():
@@ -160,7 +184,7 @@ def main() -> None:
     result["reconstructed"] = scores(scene_parser, recon, test_labels)
     print("real", result["real"], "reconstructed", result["reconstructed"], flush=True)
 
-    gen_config = configs(manifest, tok_dir, args.epochs, args.threads)["generator"]
+    gen_config = configs(manifest, tok_dir, args)["generator"]
     _, generator, seconds = train_config(gen_config, "generator")
     result["generator"] = generator.metrics["picture"] | {"seconds": seconds}
     model = OmnifuseModel.from_pretrained(save(generator, args.out / "generator"))

@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnifuse.heads.image_tokenizer import FSQTokenizer, code_usage, psnr, ssim
+from omnifuse.errors import ConfigError
+from omnifuse.heads.image_tokenizer import (
+    FSQTokenizer,
+    code_usage,
+    foreground,
+    psnr,
+    reconstruction_loss,
+    ssim,
+)
+from omnifuse.registry import create_task
 
 
 def tiny(levels: list[int] | None = None) -> FSQTokenizer:
@@ -85,3 +94,34 @@ def test_code_usage():
     assert uniform["perplexity"] == pytest.approx(10) and uniform["codes_used"] == 0.5
     one = code_usage(torch.zeros(7, dtype=torch.long), 4)
     assert one["perplexity"] == pytest.approx(1) and one["codes_used"] == 0.25
+
+
+def test_foreground_finds_a_small_object_on_a_plain_background():
+    images = torch.full((1, 3, 16, 16), 0.2)
+    images[0, 0, 4:8, 4:8] = 0.9  # a red square: 1/16 of the pixels
+    found = foreground(images)
+    assert found.shape == (1, 1, 16, 16)
+    assert found[0, 0, 4:8, 4:8].min().item() == pytest.approx(0.7)
+    assert found.sum().item() == pytest.approx(0.7 * 16)
+
+
+def test_the_foreground_weight_makes_errors_on_objects_cost_more():
+    target = torch.full((1, 3, 16, 16), 0.2)
+    target[0, :, 4:8, 4:8] = 0.9
+    on_object, on_background = target.clone(), target.clone()
+    on_object[0, :, 4:6, 4:6] -= 0.3
+    on_background[0, :, 12:14, 12:14] += 0.3
+    plain = reconstruction_loss(on_object, target)
+    expected = (on_object - target).pow(2).mean() + (on_object - target).abs().mean()
+    torch.testing.assert_close(plain, expected)
+    torch.testing.assert_close(plain, reconstruction_loss(on_background, target))
+    weighted = reconstruction_loss(on_object, target, foreground_weight=10.0)
+    assert weighted > 3 * reconstruction_loss(on_background, target, foreground_weight=10.0)
+
+
+def test_the_tokenizer_task_takes_a_foreground_weight():
+    spec = create_task("image_tokenizer", "tok", modality="image", foreground_weight=5.0)
+    assert spec.build(dim=8, modalities=["image"]).foreground_weight == 5.0
+    assert create_task("image_tokenizer", "tok", modality="image").foreground_weight == 0.0
+    with pytest.raises(ConfigError, match="foreground_weight"):
+        create_task("image_tokenizer", "tok", modality="image", foreground_weight=-1.0)

@@ -22,7 +22,12 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "classification": {"target": "scene_class"},
     "generation": {"target": "caption", "max_length": 12, "depth": 1},
     "image_generation": {"modality": "image", "tokenizer": "TOKENIZER", "depth": 1},
-    "image_tokenizer": {"modality": "image", "width": 4, "levels": [5, 5, 5]},
+    "image_tokenizer": {
+        "modality": "image",
+        "width": 4,
+        "levels": [5, 5, 5],
+        "foreground_weight": 1.0,
+    },
     "reconstruction": {"modality": "audio", "teacher_momentum": 0.9},
     "regression": {"target": "score"},
 }

@@ -23,11 +23,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from omnifuse.errors import ConfigError
-from omnifuse.heads.image_tokenizer import FSQTokenizer, code_usage, psnr, ssim
+from omnifuse.heads.image_tokenizer import (
+    FSQTokenizer,
+    code_usage,
+    psnr,
+    reconstruction_loss,
+    ssim,
+)
 from omnifuse.interfaces import Batch
 from omnifuse.modalities.base import Modality
 from omnifuse.modalities.image import ImageModality
@@ -59,10 +64,12 @@ class ImageTokenizer(Task):
         width: int,
         stages: int,
         levels: Sequence[int],
+        foreground_weight: float,
         weight: float,
     ) -> None:
         super().__init__(name=name, weight=weight)
         self.modality, self.width, self.stages, self.levels = modality, width, stages, levels
+        self.foreground_weight = foreground_weight
 
     def read_preprocessing(self, modalities: Mapping[str, Modality]) -> None:
         """The autoencoder is built here, sized by the image modality's size and channels."""
@@ -108,13 +115,18 @@ class ImageTokenizer(Task):
         return codes, prediction[:, n:].reshape(-1, t.channels, t.size, t.size)
 
     def loss(self, prediction: Tensor, batch: Batch) -> Tensor:
-        """Mean squared plus mean absolute pixel error, over samples that have the image."""
+        """`heads.image_tokenizer.reconstruction_loss` (MSE + L1, optionally weighted toward
+        the foreground), over samples that have the image."""
         keep = self.labelled(batch).to(prediction.device)
         if not keep.any():
             return no_loss(prediction)
         _, images = self.split(prediction[keep])
         target = self.pixels(batch)[keep]
-        return F.mse_loss(images, target) + F.l1_loss(images, target)
+        return reconstruction_loss(
+            images,
+            target,
+            foreground_weight=self.foreground_weight,
+        )
 
     def describe(self, prediction: Tensor) -> dict[str, Any]:
         """The image's code grid."""
@@ -140,7 +152,10 @@ class ImageTokenizerSpec(TaskSpec):
     (a grid of size / 2**stages codes a side) of `width` channels (doubling twice), and one
     latent channel per entry of `levels`, each rounded to that many values (codebook size:
     their product; FSQ's paper recommends [8, 5, 5, 5] for 1000 codes, [8, 8, 8, 5, 5, 5] for
-    64000). `weight` scales the loss."""
+    64000). The loss is MSE + L1 per pixel; `foreground_weight` weights each pixel by
+    1 + foreground_weight * its distance from the image's median colour (so small objects on a
+    plain background, a small share of the pixels, are not traded away for the background;
+    0: uniform). `weight` scales the loss."""
 
     def __init__(
         self,
@@ -150,6 +165,7 @@ class ImageTokenizerSpec(TaskSpec):
         width: int = 32,
         stages: int = 2,
         levels: list[int] | None = None,
+        foreground_weight: float = 0.0,
         weight: float = 1.0,
     ) -> None:
         super().__init__(name, weight=weight)
@@ -159,7 +175,10 @@ class ImageTokenizerSpec(TaskSpec):
             raise ConfigError(f"{where}: width ({width}) and stages ({stages}) must be >= 1")
         if not self.levels or any(level < 2 for level in self.levels):
             raise ConfigError(f"{where}.levels: each level must be at least 2, got {self.levels}")
+        if foreground_weight < 0:
+            raise ConfigError(f"{where}.foreground_weight: must be >= 0, got {foreground_weight}")
         self.modality, self.width, self.stages = modality, width, stages
+        self.foreground_weight = foreground_weight
 
     def reads(self) -> dict[str, list[str]]:
         return {"modality": [self.modality]}
@@ -171,5 +190,6 @@ class ImageTokenizerSpec(TaskSpec):
             width=self.width,
             stages=self.stages,
             levels=self.levels,
+            foreground_weight=self.foreground_weight,
             weight=self.weight,
         )
