@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -41,6 +41,9 @@ class ModelOutput:
     tokens: dict[str, Tokens]  # modality -> encoder tokens, absent samples masked
     fused: Fused
     present: dict[str, Tensor]  # modality -> (B,) what the model saw, after modality dropout
+    # training with `model.unimodal_loss` only: modality -> task -> the prediction from that
+    # modality alone, for each classification and regression task
+    alone: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
 
 def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
@@ -152,7 +155,8 @@ class OmnifuseModel(nn.Module):
             output = self._forward(batch.to(self.device))
         outputs = {n: v.float() if v.is_floating_point() else v for n, v in output.outputs.items()}
         embeddings = {n: v.float() for n, v in output.embeddings.items()}
-        return replace(output, outputs=outputs, embeddings=embeddings)
+        alone = {m: {n: v.float() for n, v in p.items()} for m, p in output.alone.items()}
+        return replace(output, outputs=outputs, embeddings=embeddings, alone=alone)
 
     def _forward(self, batch: Batch) -> ModelOutput:
         present = batch.present
@@ -169,12 +173,24 @@ class OmnifuseModel(nn.Module):
             decode=self.read,
         )
         outputs = {name: task(view) for name, task in self.task_dict().items()}
-        return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present)
+        alone = self._alone(view) if self.training else {}
+        return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present, alone)
+
+    def _alone(self, view: TaskView) -> dict[str, dict[str, Tensor]]:
+        """modality -> task -> prediction from that modality alone (`model.unimodal_loss`),
+        for every modality, present or not, so that every rank computes the same losses."""
+        tasks = {n: t for n, t in self.task_dict().items() if t.per_modality}
+        if self.config.model.unimodal_loss <= 0 or not tasks or len(self.encoders) < 2:
+            return {}
+        return {m: {n: t(view.alone(m)) for n, t in tasks.items()} for m in sorted(self.encoders)}
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
         the model saw: a pair hidden by modality dropout does not count for alignment. With
-        `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s)."""
+        `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s). With
+        `model.unimodal_loss` w > 0, also 'alone/<modality>': the classification and
+        regression losses predicted from that modality alone, over the samples that have it;
+        each is added to the total times w."""
         batch = batch.to(self.device)
         output = self(batch)
         batch = replace(batch, present=output.present)
@@ -189,6 +205,14 @@ class OmnifuseModel(nn.Module):
                 losses[f"weight/{name}"] = torch.exp(-s).detach()
                 loss = torch.exp(-s) * loss + s
             total = total + loss
+        weight = self.config.model.unimodal_loss
+        for modality, predictions in output.alone.items():
+            have = output.present[modality]
+            seen = replace(batch, labelled={t: k & have for t, k in batch.labelled.items()})
+            with self.precision():
+                alone = [tasks[n].weight * tasks[n].loss(p, seen) for n, p in predictions.items()]
+            losses[f"alone/{modality}"] = torch.stack(alone).sum()
+            total = total + weight * losses[f"alone/{modality}"]
         losses["loss"] = total
         return losses
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,32 @@ class TaskView:
         parts, so that no prediction ever reads two modalities at once."""
         return self.fused.combine(lambda part: {"": predict(part)})[""]
 
+    def alone(self, modality: str) -> TaskView:
+        """This view with every modality but `modality` hidden in every sample, fused once
+        more (the modality-alone losses, `model.unimodal_loss`). A late fusion's part already
+        is that modality alone, so its part is reused rather than computed again, and so are
+        the decoder's reads."""
+        tokens = {
+            name: t if name == modality else hide(t, torch.zeros_like(t.mask[:, 0]))
+            for name, t in self.tokens.items()
+        }
+        view = TaskView(
+            tokens=tokens,
+            batch=self.batch,
+            target_embeddings=self.target_embeddings,
+            fuse=self._fuse,
+            decode=self._decode,
+        )
+        view._read = self._read  # keyed by the fused results themselves: safe to share
+        parts = self.fused.parts
+        if parts is not None:
+            part = parts[modality]
+            ones = torch.ones_like(part.pooled[:, 0])
+            view.fused = Fused(
+                part.tokens, part.mask, part.pooled, {modality: part}, {modality: ones}
+            )
+        return view
+
     def hiding(self, modality: str, ratio: float = 1.0) -> TaskView:
         """This view with `modality` hidden in every sample (or, with `ratio` < 1, that
         fraction of its tokens), fused once more; shared by the tasks asking the same."""
@@ -121,6 +147,9 @@ class Task(nn.Module):
     """
 
     head: QueryHead | None
+    # whether `model.unimodal_loss` also trains this task on each modality alone: a task with
+    # one label per sample (classification, regression), not one that pairs modalities
+    per_modality: ClassVar[bool] = False
 
     def __init__(self, *, name: str, weight: float) -> None:
         super().__init__()

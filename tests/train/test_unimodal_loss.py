@@ -1,0 +1,114 @@
+"""`model.unimodal_loss`: a fused model with a modality absent at test keeps what the model
+of the remaining modality alone scores (graceful degradation), on a tiny two-modality task
+in which each modality alone is informative."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from omnifuse.config import RunConfig, parse_config
+from omnifuse.eval.report import modality_ablation
+from omnifuse.model import OmnifuseModel
+from omnifuse.train.run import Prepared, prepare, train
+
+# one test sample is 1/160 of the accuracy; the fused model without a modality is allowed
+# this far below the model trained on the other modality alone
+TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def noisy_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """800 rows: a label y in 0..3 and two numbers, each y plus its own Gaussian noise, so
+    that each modality alone is informative (about 0.67) and both together more (about 0.8)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("pair") / "pair.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["xa", "xb", "y", "split"])
+        for i in range(800):
+            y = int(rng.integers(4))
+            split = "train" if i < 560 else "val" if i < 640 else "test"
+            writer.writerow([y + rng.normal(0, 0.6), y + rng.normal(0, 0.6), y, split])
+    return path
+
+
+def pair_config(path: Path, fusion: str, **model: Any) -> RunConfig:
+    return parse_config(
+        {
+            "data": {"manifest": str(path)},
+            "modalities": {
+                "a": {"kind": "tabular", "numeric": ["xa"]},
+                "b": {"kind": "tabular", "numeric": ["xb"]},
+            },
+            "model": {
+                "dim": 16,
+                "fusion": {"type": fusion},
+                "tasks": {"y": {"type": "classification", "target": "y"}},
+                **model,
+            },
+            "train": {"epochs": 4, "batch_size": 32, "lr": 1e-2, "seed": 0, "threads": 1},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def alone(noisy_pair: Path) -> dict[str, float]:
+    """Test accuracy of the model of each modality alone."""
+    prepared = prepare(pair_config(noisy_pair, "late"), progress=False)
+    return {
+        m: train(prepared, modalities=[m], progress=False).metrics["y"]["accuracy"]
+        for m in ("a", "b")
+    }
+
+
+def without(prepared: Prepared) -> tuple[float, dict[str, float]]:
+    """(accuracy with both, {modality: accuracy with it absent from every test sample})."""
+    trained = train(prepared, progress=False)
+    ablation = modality_ablation(trained.model, prepared.splits["test"], prepared.collate)
+    return trained.metrics["y"]["accuracy"], {m: v["y"]["accuracy"] for m, v in ablation.items()}
+
+
+@pytest.mark.parametrize("fusion", ["late", "perceiver", "tensor"])
+def test_a_missing_modality_costs_no_more_than_the_other_alone_scores(
+    noisy_pair: Path, alone: dict[str, float], fusion: str
+):
+    both, missing = without(prepare(pair_config(noisy_pair, fusion), progress=False))
+    assert both > max(alone.values())  # fusion helps
+    assert missing["b"] >= alone["a"] - TOLERANCE
+    assert missing["a"] >= alone["b"] - TOLERANCE
+
+
+def test_without_the_loss_a_vector_fusion_degrades(noisy_pair: Path, alone: dict[str, float]):
+    """What the option fixes: a tensor fusion never trained without a modality falls far
+    below the remaining modality alone once it is missing."""
+    config = pair_config(noisy_pair, "tensor", unimodal_loss=0.0)
+    _, missing = without(prepare(config, progress=False))
+    assert min(missing["b"] - alone["a"], missing["a"] - alone["b"]) < -0.15
+
+
+def test_the_losses_of_each_modality_alone(noisy_pair: Path):
+    prepared = prepare(pair_config(noisy_pair, "late"), progress=False)
+    torch.manual_seed(0)
+    model = OmnifuseModel.build(prepared.config).train()
+    batch = prepared.collate(prepared.splits["train"][:16])
+    losses = model.training_forward(batch)
+    assert {"alone/a", "alone/b"} <= set(losses)
+    total = losses["loss/y"] + 0.5 * (losses["alone/a"] + losses["alone/b"])  # default 0.5
+    torch.testing.assert_close(losses["loss"], total)
+    # late fusion: the prediction from a alone is a's part, as the model predicts without b
+    without_b = replace(batch, present={**batch.present, "b": torch.zeros_like(batch.present["b"])})
+    torch.testing.assert_close(model(batch).alone["a"]["y"], model(without_b).outputs["y"])
+    # samples lacking a modality do not count for its loss; with none, the loss is zero
+    batch.present["a"][:] = False
+    assert model.training_forward(batch)["alone/a"].item() == 0.0
+    fitted = prepared.config.model_dump(mode="json")
+    fitted["model"]["unimodal_loss"] = 0.0
+    off = OmnifuseModel.build(parse_config(fitted)).train()
+    assert not any(key.startswith("alone/") for key in off.training_forward(batch))
