@@ -178,11 +178,12 @@ class ModelConfig(StrictModel):
     # chance that each present modality of a training sample is hidden from the model for that
     # step (never the last one present); 0 turns it off, evaluation never drops
     modality_dropout: float = Field(0.0, ge=0, lt=1)
-    # weight of the modality-alone losses: in training, every classification and regression
-    # task is also predicted by the same fusion and heads from each modality alone (the others
-    # hidden) and that loss, times this weight, is added once per modality; so the model with
-    # modalities missing at test still predicts what each one alone can. 0 turns it off
-    unimodal_loss: float = Field(0.5, ge=0)
+    # weight of the modality-alone loss: in training, every classification and regression
+    # task is also predicted by the same encoders, fusion and heads from one present modality
+    # of each sample alone (drawn at random, the others hidden), and that loss, times this
+    # weight, is added; so with modalities missing at test the model still predicts what the
+    # remaining one can. It costs one more fusion and decoder pass per step. 0 turns it off
+    unimodal_loss: float = Field(1.0, ge=0)
     # how task losses are summed: by each task's fixed `weight`, or with learned uncertainty
     # weights on top (Kendall et al., 2018: exp(-s) * weight * loss + s, one s per task)
     loss_weighting: Literal["fixed", "uncertainty"] = "fixed"

@@ -41,9 +41,9 @@ class ModelOutput:
     tokens: dict[str, Tokens]  # modality -> encoder tokens, absent samples masked
     fused: Fused
     present: dict[str, Tensor]  # modality -> (B,) what the model saw, after modality dropout
-    # training with `model.unimodal_loss` only: modality -> task -> the prediction from that
-    # modality alone, for each classification and regression task
-    alone: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    # training with `model.unimodal_loss` only: task -> (B, ...) each classification and
+    # regression task's prediction from one modality of each sample alone (`one_present`)
+    alone: dict[str, Tensor] = field(default_factory=dict)
 
 
 def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
@@ -61,6 +61,16 @@ def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor
     revive = torch.zeros_like(here).scatter_(1, scores.argmax(1, keepdim=True), True)
     keep = keep | (revive & lost[:, None])
     return {name: keep[:, i] for i, name in enumerate(names)}
+
+
+def one_present(present: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One of each sample's present modalities, drawn uniformly (torch's global RNG), as
+    (B,) flags per modality; a sample with none keeps none."""
+    names = sorted(present)
+    here = torch.stack([present[n] for n in names], 1)  # (B, M)
+    scores = torch.rand(here.shape, device=here.device).masked_fill(~here, -1.0)
+    chosen = torch.zeros_like(here).scatter_(1, scores.argmax(1, keepdim=True), True) & here
+    return {name: chosen[:, i] for i, name in enumerate(names)}
 
 
 class OmnifuseModel(nn.Module):
@@ -155,7 +165,7 @@ class OmnifuseModel(nn.Module):
             output = self._forward(batch.to(self.device))
         outputs = {n: v.float() if v.is_floating_point() else v for n, v in output.outputs.items()}
         embeddings = {n: v.float() for n, v in output.embeddings.items()}
-        alone = {m: {n: v.float() for n, v in p.items()} for m, p in output.alone.items()}
+        alone = {n: v.float() for n, v in output.alone.items()}
         return replace(output, outputs=outputs, embeddings=embeddings, alone=alone)
 
     def _forward(self, batch: Batch) -> ModelOutput:
@@ -173,24 +183,26 @@ class OmnifuseModel(nn.Module):
             decode=self.read,
         )
         outputs = {name: task(view) for name, task in self.task_dict().items()}
-        alone = self._alone(view) if self.training else {}
+        alone = self._alone(view, present) if self.training else {}
         return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present, alone)
 
-    def _alone(self, view: TaskView) -> dict[str, dict[str, Tensor]]:
-        """modality -> task -> prediction from that modality alone (`model.unimodal_loss`),
-        for every modality, present or not, so that every rank computes the same losses."""
+    def _alone(self, view: TaskView, present: dict[str, Tensor]) -> dict[str, Tensor]:
+        """task -> prediction from one present modality of each sample alone, drawn at random
+        (`model.unimodal_loss`): one more pass of the fusion and decoder, whatever the number
+        of modalities."""
         tasks = {n: t for n, t in self.task_dict().items() if t.per_modality}
         if self.config.model.unimodal_loss <= 0 or not tasks or len(self.encoders) < 2:
             return {}
-        return {m: {n: t(view.alone(m)) for n, t in tasks.items()} for m in sorted(self.encoders)}
+        alone = view.alone(one_present(present))
+        return {n: t(alone) for n, t in tasks.items()}
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
         the model saw: a pair hidden by modality dropout does not count for alignment. With
         `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s). With
-        `model.unimodal_loss` w > 0, also 'alone/<modality>': the classification and
-        regression losses predicted from that modality alone, over the samples that have it;
-        each is added to the total times w."""
+        `model.unimodal_loss` w > 0, also 'alone/<task>' for each classification and
+        regression task: its loss predicted from one present modality of each sample alone,
+        added to the total times w and the task's weight."""
         batch = batch.to(self.device)
         output = self(batch)
         batch = replace(batch, present=output.present)
@@ -205,14 +217,14 @@ class OmnifuseModel(nn.Module):
                 losses[f"weight/{name}"] = torch.exp(-s).detach()
                 loss = torch.exp(-s) * loss + s
             total = total + loss
-        weight = self.config.model.unimodal_loss
-        for modality, predictions in output.alone.items():
-            have = output.present[modality]
+        if output.alone:
+            have = torch.stack(list(output.present.values()), 1).any(1)  # (B,) anything at all
             seen = replace(batch, labelled={t: k & have for t, k in batch.labelled.items()})
             with self.precision():
-                alone = [tasks[n].weight * tasks[n].loss(p, seen) for n, p in predictions.items()]
-            losses[f"alone/{modality}"] = torch.stack(alone).sum()
-            total = total + weight * losses[f"alone/{modality}"]
+                for name, prediction in output.alone.items():
+                    losses[f"alone/{name}"] = tasks[name].loss(prediction, seen)
+                    weight = self.config.model.unimodal_loss * tasks[name].weight
+                    total = total + weight * losses[f"alone/{name}"]
         losses["loss"] = total
         return losses
 

@@ -15,7 +15,7 @@ import torch
 
 from omnifuse.config import RunConfig, parse_config
 from omnifuse.eval.report import modality_ablation
-from omnifuse.model import OmnifuseModel
+from omnifuse.model import OmnifuseModel, one_present
 from omnifuse.train.run import Prepared, prepare, train
 
 # one test sample is 1/160 of the accuracy; the fused model without a modality is allowed
@@ -93,22 +93,36 @@ def test_without_the_loss_a_vector_fusion_degrades(noisy_pair: Path, alone: dict
     assert min(missing["b"] - alone["a"], missing["a"] - alone["b"]) < -0.15
 
 
-def test_the_losses_of_each_modality_alone(noisy_pair: Path):
+def test_the_loss_of_one_modality_alone(noisy_pair: Path):
     prepared = prepare(pair_config(noisy_pair, "late"), progress=False)
     torch.manual_seed(0)
     model = OmnifuseModel.build(prepared.config).train()
     batch = prepared.collate(prepared.splits["train"][:16])
     losses = model.training_forward(batch)
-    assert {"alone/a", "alone/b"} <= set(losses)
-    total = losses["loss/y"] + 0.5 * (losses["alone/a"] + losses["alone/b"])  # default 0.5
-    torch.testing.assert_close(losses["loss"], total)
-    # late fusion: the prediction from a alone is a's part, as the model predicts without b
+    torch.testing.assert_close(losses["loss"], losses["loss/y"] + losses["alone/y"])  # weight 1
+    # without b, every sample's one modality is a: late fusion reuses a's part, and the
+    # prediction is the model's without b
     without_b = replace(batch, present={**batch.present, "b": torch.zeros_like(batch.present["b"])})
-    torch.testing.assert_close(model(batch).alone["a"]["y"], model(without_b).outputs["y"])
-    # samples lacking a modality do not count for its loss; with none, the loss is zero
-    batch.present["a"][:] = False
-    assert model.training_forward(batch)["alone/a"].item() == 0.0
+    torch.testing.assert_close(model(without_b).alone["y"], model(without_b).outputs["y"])
+    # a sample with nothing does not count; with no sample left, the loss is zero
+    nothing = replace(without_b, present={**without_b.present, "a": without_b.present["b"]})
+    assert model.training_forward(nothing)["alone/y"].item() == 0.0
     fitted = prepared.config.model_dump(mode="json")
     fitted["model"]["unimodal_loss"] = 0.0
     off = OmnifuseModel.build(parse_config(fitted)).train()
     assert not any(key.startswith("alone/") for key in off.training_forward(batch))
+    assert not model.eval()(batch).alone  # training only
+
+
+def test_one_present_draws_one_of_each_samples_modalities():
+    present = {
+        "a": torch.tensor([True, True, False, False]),
+        "b": torch.tensor([True, False, True, False]),
+    }
+    for seed in range(20):
+        torch.manual_seed(seed)
+        chosen = one_present(present)
+        assert (chosen["a"] & chosen["b"]).sum() == 0
+        assert chosen["a"][1] and chosen["b"][2] and not (chosen["a"][3] or chosen["b"][3])
+        assert (chosen["a"] <= present["a"]).all() and (chosen["b"] <= present["b"]).all()
+        assert chosen["a"][0] or chosen["b"][0]

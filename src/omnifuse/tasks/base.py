@@ -12,6 +12,7 @@ module that the spec builds (head, loss, metrics). The model calls one method of
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -96,30 +97,24 @@ class TaskView:
         parts, so that no prediction ever reads two modalities at once."""
         return self.fused.combine(lambda part: {"": predict(part)})[""]
 
-    def alone(self, modality: str) -> TaskView:
-        """This view with every modality but `modality` hidden in every sample, fused once
-        more (the modality-alone losses, `model.unimodal_loss`). A late fusion's part already
-        is that modality alone, so its part is reused rather than computed again, and so are
-        the decoder's reads."""
-        tokens = {
-            name: t if name == modality else hide(t, torch.zeros_like(t.mask[:, 0]))
-            for name, t in self.tokens.items()
-        }
+    def alone(self, keep: Mapping[str, Tensor]) -> TaskView:
+        """This view with each sample reduced to one modality, the one whose (B,) flag in
+        `keep` is set (at most one per sample), fused once more: what the model predicts from
+        that modality alone (`model.unimodal_loss`). A late fusion's parts already are each
+        modality alone, so they are reused, weighted by `keep`, and so are the decoder's
+        reads."""
         view = TaskView(
-            tokens=tokens,
+            tokens={name: hide(t, keep[name]) for name, t in self.tokens.items()},
             batch=self.batch,
             target_embeddings=self.target_embeddings,
             fuse=self._fuse,
             decode=self._decode,
         )
         view._read = self._read  # keyed by the fused results themselves: safe to share
-        parts = self.fused.parts
-        if parts is not None:
-            part = parts[modality]
-            ones = torch.ones_like(part.pooled[:, 0])
-            view.fused = Fused(
-                part.tokens, part.mask, part.pooled, {modality: part}, {modality: ones}
-            )
+        fused = self.fused
+        if fused.parts is not None:
+            weights = {name: keep[name].to(fused.pooled.dtype) for name in fused.parts}
+            view.fused = replace(fused, weights=weights)
         return view
 
     def hiding(self, modality: str, ratio: float = 1.0) -> TaskView:
