@@ -191,7 +191,7 @@ class OmnifuseModel(nn.Module):
         (`model.unimodal_loss`): one more pass of the fusion and decoder, whatever the number
         of modalities."""
         tasks = {n: t for n, t in self.task_dict().items() if t.per_modality}
-        if self.config.model.unimodal_loss <= 0 or not tasks or len(self.encoders) < 2:
+        if self.config.model.unimodal_weight() <= 0 or not tasks or len(self.encoders) < 2:
             return {}
         alone = view.alone(one_present(present))
         return {n: t(alone) for n, t in tasks.items()}
@@ -223,7 +223,7 @@ class OmnifuseModel(nn.Module):
             with self.precision():
                 for name, prediction in output.alone.items():
                     losses[f"alone/{name}"] = tasks[name].loss(prediction, seen)
-                    weight = self.config.model.unimodal_loss * tasks[name].weight
+                    weight = self.config.model.unimodal_weight() * tasks[name].weight
                     total = total + weight * losses[f"alone/{name}"]
         losses["loss"] = total
         return losses

@@ -40,6 +40,7 @@ def noisy_pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pair_config(path: Path, fusion: str, **model: Any) -> RunConfig:
+    model = {"unimodal_loss": 1.0, **model}
     return parse_config(
         {
             "data": {"manifest": str(path)},
@@ -126,3 +127,9 @@ def test_one_present_draws_one_of_each_samples_modalities():
         assert chosen["a"][1] and chosen["b"][2] and not (chosen["a"][3] or chosen["b"][3])
         assert (chosen["a"] <= present["a"]).all() and (chosen["b"] <= present["b"]).all()
         assert chosen["a"][0] or chosen["b"][0]
+
+
+def test_on_by_default_for_late_fusion_only(noisy_pair: Path):
+    assert pair_config(noisy_pair, "late", unimodal_loss=None).model.unimodal_weight() == 1.0
+    assert pair_config(noisy_pair, "perceiver", unimodal_loss=None).model.unimodal_weight() == 0
+    assert pair_config(noisy_pair, "perceiver", unimodal_loss=0.5).model.unimodal_weight() == 0.5
