@@ -50,7 +50,7 @@ def pair_config(path: Path, fusion: str, **model: Any) -> RunConfig:
             },
             "model": {
                 "dim": 16,
-                "fusion": {"type": fusion},
+                "fusion": {"type": fusion, **({"modality": "a"} if fusion == "unimodal" else {})},
                 "tasks": {"y": {"type": "classification", "target": "y"}},
                 **model,
             },
@@ -133,3 +133,4 @@ def test_on_by_default_for_late_fusion_only(noisy_pair: Path):
     assert pair_config(noisy_pair, "late", unimodal_loss=None).model.unimodal_weight() == 1.0
     assert pair_config(noisy_pair, "perceiver", unimodal_loss=None).model.unimodal_weight() == 0
     assert pair_config(noisy_pair, "perceiver", unimodal_loss=0.5).model.unimodal_weight() == 0.5
+    assert pair_config(noisy_pair, "unimodal", unimodal_loss=1.0).model.unimodal_weight() == 0
