@@ -11,7 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from omnifuse.cli import cli
+from omnifuse.cli import cli, print_metrics
 from omnifuse.config import list_presets, load_config
 from omnifuse.train.distributed import device
 from tests.conftest import tiny_config
@@ -213,3 +213,21 @@ def test_resume_from_the_command_line(world: Path, tmp_path: Path):
     assert again.exit_code == 1 and "--resume" in again.output
     resumed = invoke("train", config, "--out", tmp_path / "r", "--resume")
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_demo_table_names_the_best_single_modality(capsys: pytest.CaptureFixture[str]):
+    def tasks(accuracy: float, mse: float) -> dict:
+        return {"tasks": {"c": {"accuracy": accuracy}, "r": {"mse": mse}}}
+
+    metrics = {
+        **tasks(0.9, 0.1),
+        "baselines": {"audio": tasks(0.5, 0.2), "image": tasks(0.7, 0.4)},
+        "train_seconds": 1.0,
+        "splits": {"train": 10},
+        "compute": {"device": "cpu", "processes": 1, "threads": 1, "workers": 0},
+    }
+    print_metrics(metrics)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-2:] == ["best", "single"]
+    assert lines[1].startswith("c/accuracy") and lines[1].split()[-1] == "image"
+    assert lines[2].startswith("r/mse") and lines[2].split()[-1] == "audio"  # lower is better

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -41,6 +41,9 @@ class ModelOutput:
     tokens: dict[str, Tokens]  # modality -> encoder tokens, absent samples masked
     fused: Fused
     present: dict[str, Tensor]  # modality -> (B,) what the model saw, after modality dropout
+    # training with `model.unimodal_loss` only: task -> (B, ...) each classification and
+    # regression task's prediction from one modality of each sample alone (`one_present`)
+    alone: dict[str, Tensor] = field(default_factory=dict)
 
 
 def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor]:
@@ -58,6 +61,16 @@ def drop_modalities(present: dict[str, Tensor], rate: float) -> dict[str, Tensor
     revive = torch.zeros_like(here).scatter_(1, scores.argmax(1, keepdim=True), True)
     keep = keep | (revive & lost[:, None])
     return {name: keep[:, i] for i, name in enumerate(names)}
+
+
+def one_present(present: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One of each sample's present modalities, drawn uniformly (torch's global RNG), as
+    (B,) flags per modality; a sample with none keeps none."""
+    names = sorted(present)
+    here = torch.stack([present[n] for n in names], 1)  # (B, M)
+    scores = torch.rand(here.shape, device=here.device).masked_fill(~here, -1.0)
+    chosen = torch.zeros_like(here).scatter_(1, scores.argmax(1, keepdim=True), True) & here
+    return {name: chosen[:, i] for i, name in enumerate(names)}
 
 
 class OmnifuseModel(nn.Module):
@@ -159,7 +172,8 @@ class OmnifuseModel(nn.Module):
             output = self._forward(batch.to(self.device))
         outputs = {n: v.float() if v.is_floating_point() else v for n, v in output.outputs.items()}
         embeddings = {n: v.float() for n, v in output.embeddings.items()}
-        return replace(output, outputs=outputs, embeddings=embeddings)
+        alone = {n: v.float() for n, v in output.alone.items()}
+        return replace(output, outputs=outputs, embeddings=embeddings, alone=alone)
 
     def _forward(self, batch: Batch) -> ModelOutput:
         present = batch.present
@@ -176,12 +190,26 @@ class OmnifuseModel(nn.Module):
             decode=self.read,
         )
         outputs = {name: task(view) for name, task in self.task_dict().items()}
-        return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present)
+        alone = self._alone(view, present) if self.training else {}
+        return ModelOutput(outputs, view.embeddings, view.tokens, view.fused, present, alone)
+
+    def _alone(self, view: TaskView, present: dict[str, Tensor]) -> dict[str, Tensor]:
+        """task -> prediction from one present modality of each sample alone, drawn at random
+        (`model.unimodal_loss`): one more pass of the fusion and decoder, whatever the number
+        of modalities."""
+        tasks = {n: t for n, t in self.task_dict().items() if t.per_modality}
+        if self.config.model.unimodal_weight() <= 0 or not tasks or len(self.encoders) < 2:
+            return {}
+        alone = view.alone(one_present(present))
+        return {n: t(alone) for n, t in tasks.items()}
 
     def training_forward(self, batch: Batch) -> dict[str, Tensor]:
         """'loss' (the weighted sum) and 'loss/<task>' for each task. Losses see the modalities
         the model saw: a pair hidden by modality dropout does not count for alignment. With
-        `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s)."""
+        `model.loss_weighting: uncertainty`, also 'weight/<task>': the learned exp(-s). With
+        `model.unimodal_loss` w > 0, also 'alone/<task>' for each classification and
+        regression task: its loss predicted from one present modality of each sample alone,
+        added to the total times w and the task's weight."""
         batch = batch.to(self.device)
         output = self(batch)
         batch = replace(batch, present=output.present)
@@ -196,6 +224,14 @@ class OmnifuseModel(nn.Module):
                 losses[f"weight/{name}"] = torch.exp(-s).detach()
                 loss = torch.exp(-s) * loss + s
             total = total + loss
+        if output.alone:
+            have = torch.stack(list(output.present.values()), 1).any(1)  # (B,) anything at all
+            seen = replace(batch, labelled={t: k & have for t, k in batch.labelled.items()})
+            with self.precision():
+                for name, prediction in output.alone.items():
+                    losses[f"alone/{name}"] = tasks[name].loss(prediction, seen)
+                    weight = self.config.model.unimodal_weight() * tasks[name].weight
+                    total = total + weight * losses[f"alone/{name}"]
         losses["loss"] = total
         return losses
 

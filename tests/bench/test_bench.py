@@ -78,6 +78,29 @@ def test_runner_writes_results_plots_and_report(world: Path, tmp_path: Path):
         assert heading in report
     for name in ("image_gaussian", "image_occlusion", "audio_noise", "audio_dropout"):
         assert (out / f"robustness_{name}.png").stat().st_size > 0
+    # the missing-modality table: 0, 50 and 100% of the test samples without each modality,
+    # 0% being the clean accuracy, beside the unimodal baselines, in results.json and .md
+    for r in saved["runs"]:
+        assert set(r["missing"]) == {"audio", "image"}
+        for m in ("audio", "image"):
+            assert list(r["missing"][m]) == ["0", "50", "100"]
+            assert r["missing"][m]["0"] == pytest.approx(r["accuracy"])
+            assert r["missing"][m]["100"] == r["robustness"][m]["missing"][-1]
+    for label in labels:
+        s = saved["summary"][label]
+        assert s["missing"]["image"]["0"]["mean"] == pytest.approx(s["accuracy"]["mean"])
+    alone = {r["label"]: r["accuracy"] for r in saved["runs"]}
+    # the image baseline never reads the audio: removing it changes nothing
+    assert saved["summary"]["unimodal (image)"]["missing"]["audio"]["100"]["mean"] == (
+        pytest.approx(alone["unimodal (image)"])
+    )
+    section = report[report.index("## Missing modalities") :]
+    header = section.splitlines()[2]
+    for column in ("without audio 0%", "without audio 50%", "without image 100%"):
+        assert column in header
+    best = next(line for line in section.splitlines() if line.startswith("| best other"))
+    assert f"{alone['unimodal (image)']:.3f}" in best.split("|")[2]  # without audio: image's
+    assert (out / "missing_modalities.png").stat().st_size > 0
 
 
 def test_entries_add_late_fusion_and_a_baseline_per_modality():

@@ -130,7 +130,7 @@ def markdown(results: dict[str, Any], figures: list[str]) -> str:
     lines += _cost_section(summary, settings["budget"])
     lines += _throughput_section(results["performance"], results["matmul_peak"])
     lines += _robustness_sections(summary, curves)
-    lines += _missing_section(summary, curves)
+    lines += _missing_section(summary)
     lines += ["## Plots", "", *(f"![{f}]({f})" for f in figures), ""]
     lines += [_definitions(results)]
     return "\n".join(lines)
@@ -263,33 +263,85 @@ def _robustness_sections(summary: dict[str, Any], curves: list[tuple[str, str]])
     return lines
 
 
-def _missing_section(summary: dict[str, Any], curves: list[tuple[str, str]]) -> list[str]:
-    """The accuracy at the last `missing` level (the modality absent from every sample) next
-    to the clean one; nothing when no curve is a `missing` one."""
-    missing = [(m, p) for m, p in curves if p == "missing"]
-    if not missing:
+def _missing_section(summary: dict[str, Any]) -> list[str]:
+    """Accuracy with each modality absent from 0%, 50% and 100% of the test samples, for every
+    line, and beneath them, for each modality, the best unimodal baseline of the other
+    modalities (what the fused model should keep without it); nothing when no curve is a
+    `missing` one."""
+    first = next(iter(summary.values()))["missing"]
+    if not first:
         return []
+    columns = [(m, share) for m, shares in first.items() for share in shares]
     rows = [
-        [
-            k,
-            _fmt(v["accuracy"]),
-            *(
-                _fmt(
-                    {
-                        "mean": v["robustness"][m][p]["mean"][-1],
-                        "std": v["robustness"][m][p]["std"][-1],
-                    }
-                )
-                for m, p in missing
-            ),
-        ]
-        for k, v in summary.items()
+        [k, *(_fmt(v["missing"][m][share]) for m, share in columns)] for k, v in summary.items()
     ]
+    rest = _best_of_the_rest(summary)
+    rows.append(["best other modality alone", *(_fmt(rest.get(m)) for m, _ in columns)])
     return [
-        "## Missing modalities (accuracy with the modality absent from every sample)",
+        "## Missing modalities (accuracy with the modality absent from a share of test samples)",
         "",
-        *_table(["fusion", "clean", *(f"without {m}" for m, _ in missing)], rows),
+        *_table(["fusion", *(f"without {m} {share}%" for m, share in columns)], rows),
+        "The last row is the best unimodal baseline among the other modalities, trained on the "
+        "same data: with a modality absent from every sample, a fused model that degrades "
+        "gracefully keeps at least that. At 100% a sample in which the modality is the only "
+        "one present keeps it.",
+        "",
     ]
+
+
+def _best_of_the_rest(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """modality -> the clean accuracy statistics of the best unimodal baseline that does not
+    read it (none when only that modality's baseline ran)."""
+    alone = {
+        v["fusion"].get("modality"): v["accuracy"]
+        for v in summary.values()
+        if v["fusion"]["type"] == "unimodal" and v["accuracy"]["mean"] is not None
+    }
+    best = {}
+    for m in next(iter(summary.values()))["missing"]:
+        others = [a for name, a in alone.items() if name != m]
+        if others:
+            best[m] = max(others, key=lambda a: a["mean"])
+    return best
+
+
+def plot_missing(results: dict[str, Any], out: Path) -> str | None:
+    """missing_modalities.png: one panel per modality, accuracy against the share of test
+    samples it is absent from, one line per strategy (dashed: unimodal baselines), and a
+    dotted horizontal line at the best unimodal baseline of the other modalities."""
+    summary = results["summary"]
+    modalities = list(next(iter(summary.values()))["missing"])
+    if not modalities:
+        return None
+    rest = _best_of_the_rest(summary)
+    fig, grid = plt.subplots(
+        1, len(modalities), figsize=(4.2 * len(modalities), 4.0), squeeze=False
+    )
+    panels = list(grid[0])
+    for ax, modality in zip(panels, modalities, strict=True):
+        for label, entry in summary.items():
+            points = entry["missing"][modality]
+            shares = [int(share) for share in points]
+            means = [p["mean"] for p in points.values()]
+            style = "--" if entry["fusion"]["type"] == "unimodal" else "-"
+            ax.plot(shares, means, style, marker="o", ms=4, lw=1.4, label=label)
+        if modality in rest:
+            ax.axhline(
+                rest[modality]["mean"], color="black", ls=":", lw=1.2, label="best other alone"
+            )
+        ax.set(
+            xlabel=f"test samples without {modality} (%)",
+            ylabel=results["settings"]["metric"],
+            title=f"without {modality}",
+            xticks=shares,
+        )
+        ax.grid(alpha=0.3)
+    panels[-1].legend(fontsize=7)
+    fig.tight_layout()
+    name = "missing_modalities.png"
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
 
 
 def _definitions(results: dict[str, Any]) -> str:
@@ -322,5 +374,7 @@ def write_results(results: dict[str, Any], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS_JSON).write_text(json.dumps(_clean(results), indent=2) + "\n")
     figures = plot_robustness(results, out)
+    missing = plot_missing(results, out)
+    figures = figures if missing is None else [missing, *figures]
     (out / RESULTS_MD).write_text(markdown(results, figures))
     return [RESULTS_JSON, RESULTS_MD, *figures]

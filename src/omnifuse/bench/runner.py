@@ -51,6 +51,9 @@ DATASETS = {"world": "world-demo", "avmnist": "avmnist"}
 # and MultiBench perturbs it as audio (additive noise, time-frame dropout)
 PERTURB_AS = {"avmnist": {"audio": "audio"}}
 REFERENCE = "late"  # effective robustness and the winner's margin are measured against it
+# the shares of test samples (percent) a modality is absent from in the missing-modality table:
+# points of each modality's `missing` robustness curve (0: the clean accuracy)
+MISSING_SHARES = (0, 50, 100)
 DEFAULT_BUDGET = 150_000
 # per-seed scalars, averaged over seeds in the summary
 SCALARS = (
@@ -180,6 +183,7 @@ def run_one(
         "fusion": entry.fusion,
         "seed": seed,
         "accuracy": metrics[task]["accuracy"],
+        "missing": missing_points(curves),
         "macro_f1": metrics[task]["macro_f1"],
         "metrics": metrics,
         "width": getattr(model.fusion, "width", None),
@@ -195,6 +199,18 @@ def run_one(
             m: {p: relative_robustness(LEVELS_WITH_CLEAN, v) for p, v in c.items()}
             for m, c in curves.items()
         },
+    }
+
+
+def missing_points(curves: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """{modality: {share: accuracy}} with the modality absent from `share` percent of the
+    test samples (`MISSING_SHARES`), read off the robustness sweep's `missing` curves (at
+    100%, every sample but those in which it is the only modality present)."""
+    index = {share: LEVELS_WITH_CLEAN.index(share / 100) for share in MISSING_SHARES}
+    return {
+        m: {str(share): c["missing"][i] for share, i in index.items()}
+        for m, c in curves.items()
+        if "missing" in c
     }
 
 
@@ -270,6 +286,10 @@ def summarise(runs: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, An
                     ],
                 }
         entry["robustness"] = curves
+        entry["missing"] = {
+            m: {share: _stats([r["missing"][m][share] for r in mine]) for share in shares}
+            for m, shares in first["missing"].items()
+        }
         for score in ("relative_robustness", "effective_robustness"):
             if any(r[score] is None for r in mine):
                 entry[score] = None

@@ -20,21 +20,40 @@ from omnifuse.cli.serve import serve
 from omnifuse.config import load_config
 from omnifuse.errors import OmnifuseError
 
+# metrics where lower is better; every other metric omnifuse reports is better higher
+LOWER_IS_BETTER = ("mse", "mae")
+
+
+def best_single(metrics: dict[str, Any], task: str, key: str) -> str:
+    """The single-modality baseline that scores best on a task's metric ('-' without any)."""
+    scores = {
+        m: b["tasks"][task][key]
+        for m, b in metrics.get("baselines", {}).items()
+        if key in b["tasks"].get(task, {})
+    }
+    if not scores:
+        return "-"
+    sign = -1 if key in LOWER_IS_BETTER else 1
+    return max(sorted(scores), key=lambda m: sign * scores[m])
+
 
 def print_metrics(metrics: dict[str, Any]) -> None:
-    """A table: one row per task metric, one column for the model and each baseline."""
+    """A table: one row per task metric, one column for the model and each baseline, and
+    with baselines a last column naming the best single modality for that metric."""
     columns = {"fused": metrics["tasks"]} | {
         f"only {m}": b["tasks"] for m, b in metrics.get("baselines", {}).items()
     }
     rows = [(t, k) for t, values in metrics["tasks"].items() for k in values]
     width = max(len(f"{t}/{k}") for t, k in rows) + 2
-    click.echo("".join([f"{'metric':<{width}}", *(f"{c:>14}" for c in columns)]))
+    last = f"{'best single':>14}" if metrics.get("baselines") else ""
+    click.echo("".join([f"{'metric':<{width}}", *(f"{c:>14}" for c in columns)]) + last)
     for task, key in rows:
         cells = [
             f"{columns[c][task][key]:>14.4f}" if key in columns[c].get(task, {}) else f"{'-':>14}"
             for c in columns
         ]
-        click.echo(f"{task + '/' + key:<{width}}" + "".join(cells))
+        best = f"{best_single(metrics, task, key):>14}" if last else ""
+        click.echo(f"{task + '/' + key:<{width}}" + "".join(cells) + best)
     compute = metrics["compute"]
     click.echo(
         f"trained in {metrics['train_seconds']:.1f} s on {metrics['splits']['train']} samples "

@@ -12,8 +12,9 @@ module that the spec builds (head, loss, metrics). The model calls one method of
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +97,26 @@ class TaskView:
         parts, so that no prediction ever reads two modalities at once."""
         return self.fused.combine(lambda part: {"": predict(part)})[""]
 
+    def alone(self, keep: Mapping[str, Tensor]) -> TaskView:
+        """This view with each sample reduced to one modality, the one whose (B,) flag in
+        `keep` is set (at most one per sample), fused once more: what the model predicts from
+        that modality alone (`model.unimodal_loss`). A late fusion's parts already are each
+        modality alone, so they are reused, weighted by `keep`, and so are the decoder's
+        reads."""
+        view = TaskView(
+            tokens={name: hide(t, keep[name]) for name, t in self.tokens.items()},
+            batch=self.batch,
+            target_embeddings=self.target_embeddings,
+            fuse=self._fuse,
+            decode=self._decode,
+        )
+        view._read = self._read  # keyed by the fused results themselves: safe to share
+        fused = self.fused
+        if fused.parts is not None:
+            weights = {name: keep[name].to(fused.pooled.dtype) for name in fused.parts}
+            view.fused = replace(fused, weights=weights)
+        return view
+
     def hiding(self, modality: str, ratio: float = 1.0) -> TaskView:
         """This view with `modality` hidden in every sample (or, with `ratio` < 1, that
         fraction of its tokens), fused once more; shared by the tasks asking the same."""
@@ -121,6 +142,9 @@ class Task(nn.Module):
     """
 
     head: QueryHead | None
+    # whether `model.unimodal_loss` also trains this task on each modality alone: a task with
+    # one label per sample (classification, regression), not one that pairs modalities
+    per_modality: ClassVar[bool] = False
 
     def __init__(self, *, name: str, weight: float) -> None:
         super().__init__()

@@ -59,6 +59,7 @@ def _label_order(label: str) -> tuple[int, float | str]:
 
 class Classification(Task):
     head: QueryHead
+    per_modality = True
 
     def __init__(self, *, name: str, dim: int, classes: list[str], weight: float) -> None:
         super().__init__(name=name, weight=weight)

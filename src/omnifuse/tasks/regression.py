@@ -24,6 +24,7 @@ NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 class Regression(Task):
     head: QueryHead
+    per_modality = True
 
     def __init__(self, *, name: str, dim: int, mean: float, std: float, weight: float) -> None:
         super().__init__(name=name, weight=weight)

