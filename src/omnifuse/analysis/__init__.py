@@ -1,0 +1,1 @@
+"""How a dataset's modalities interact: partial information decomposition of a label."""

@@ -1,0 +1,1 @@
+"""Fusion search: Optuna trials over the fusion strategy, its size and the optimiser."""
