@@ -86,7 +86,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     result = invoke("demo", "--out", out, "--n", "60", "--epochs", "1", "--no-baselines")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["tasks"]) == {"scene", "synergy", "score", "retrieval"}
+    assert set(metrics["tasks"]) == {"scene", "synergy", "pattern", "hum", "score", "retrieval"}
     assert metrics["samples"] == 60
     assert (tmp_path / "cache" / "datasets").is_dir()  # the world is cached for the next run
 

@@ -1,4 +1,5 @@
-"""Pre-norm transformer blocks with boolean key masks (True = attend)."""
+"""Pre-norm transformer blocks with key masks: boolean (True = attend) or an additive float
+bias per key (-inf = never attend)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ def safe_key_mask(mask: Tensor) -> Tensor:
     """A key mask in which a row with no valid key attends to every key instead.
 
     Softmax over no keys is NaN; such rows belong to absent inputs whose outputs are
-    masked downstream, so any finite value will do.
+    masked downstream, so any finite value will do. A float mask is an additive bias, passed
+    on as it is: whoever builds one keeps a finite key in every row.
     """
+    if mask.is_floating_point():
+        return mask
     return mask | ~mask.any(dim=-1, keepdim=True)
 
 
@@ -42,8 +46,9 @@ class Attention(nn.Module):
     def forward(
         self, query: Tensor, context: Tensor, mask: Tensor | None, *, causal: bool = False
     ) -> Tensor:
-        """`mask` (B, M): the valid context tokens; None when all are (then SDPA runs without
-        a mask, on its fastest kernel). `causal`: query i reads context positions up to i
+        """`mask` (B, M): the valid context tokens, or a float bias added to every query's
+        scores (-inf where invalid); None when all are valid and unbiased (then SDPA runs
+        without a mask, on its fastest kernel). `causal`: query i reads context positions up to i
         only (query and context the same sequence, as in a text decoder)."""
         if not causal and self._absorbs(query.shape[1], context.shape[1], context.shape[2]):
             return self._through_queries(query, context, mask)
