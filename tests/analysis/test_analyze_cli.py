@@ -63,7 +63,10 @@ def test_analyze_a_config_writes_json_table_and_plot(world: Path, tmp_path: Path
     check_written(written, out, [["image", "tabular"]])
     assert written["target"]["task"] == "synergy"
     assert written["target"]["classes"] == ["0", "1"]
-    assert written["settings"]["clusters"] == 12 and written["settings"]["resamples"] == 5
+    settings = written["settings"]
+    assert settings["clusters"] == 12 and settings["resamples"] == 5
+    used = settings["clusters_used"]  # about 30 held-out rows: fewer clusters, a row per cell
+    assert 2 <= used < 12 and used * used * 2 <= settings["labelled_rows"]
     assert set(written["source"]["unimodal"]) == {"image", "tabular"}
     # the table and the paragraph on stdout without --json; a target named by its column
     again = invoke(

@@ -66,3 +66,12 @@ def test_kmeans_finds_separated_clusters_and_assigns_new_rows():
 def test_histogram_counts_rows():
     counts = histogram(np.array([0, 0, 1]), np.array([1, 1, 0]), np.array([2, 2, 0]), (2, 2, 3))
     assert counts[0, 1, 2] == 2 and counts[1, 0, 0] == 1 and counts.sum() == 3
+
+
+def test_clusters_are_capped_to_leave_a_row_per_cell():
+    from omnifuse.analysis.analyze import usable_clusters
+
+    assert usable_clusters(12, rows=551, classes=2) == 12  # 12 * 12 * 2 = 288 cells
+    assert usable_clusters(12, rows=551, classes=12) == 6  # 6 * 6 * 12 = 432 <= 551
+    assert usable_clusters(12, rows=300, classes=12) == 5
+    assert usable_clusters(12, rows=10, classes=12) == 2  # never fewer than 2
