@@ -38,6 +38,11 @@ def _gap(entry: dict[str, float]) -> str:
     return f"{entry['value']:.3f}{tested}"
 
 
+def _clusters(settings: dict[str, Any]) -> str:
+    used, asked = settings["clusters_used"], settings["clusters"]
+    return str(used) if used == asked else f"{used} (of {asked} asked: a row per cell)"
+
+
 def table(result: dict[str, Any]) -> str:
     """The profile as Markdown: a heading, the settings, one row per pair, the paragraph."""
     target, settings = result["target"], result["settings"]
@@ -48,7 +53,7 @@ def table(result: dict[str, Any]) -> str:
         "",
         f"Label `{target['column']}`, {len(target['classes'])} classes, entropy "
         f"{target['entropy']:.3f} bits on the {settings['labelled_rows']} labelled held-out "
-        f"rows. Each modality's embedding in {settings['clusters']} k-means clusters; bits, "
+        f"rows. Each modality's embedding in {_clusters(settings)} k-means clusters; bits, "
         f"bias-corrected, with {level} basic bootstrap intervals over {resamples} resamples. "
         "Late-fusion gap: the information no sum of per-modality evidence recovers, net of "
         "what sampling noise gives (its p-value from the same number of null draws).",
