@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from omnifuse.analysis.analyze import Settings, analyze
+from omnifuse.analysis.analyze import Settings, analyze, profile
+from omnifuse.analysis.embeddings import Embedding
+from omnifuse.analysis.sources import Embedded, Target
 from omnifuse.cli import cli
 from omnifuse.config import parse_config
 from omnifuse.errors import ConfigError
@@ -113,3 +116,13 @@ def test_the_library_refuses_the_same_before_training(world: Path, tmp_path: Pat
         analyze(config, settings=Settings(level=1.5))
     with pytest.raises(ConfigError, match="not both"):
         analyze(config, model=tmp_path)
+
+
+def test_profile_refuses_a_task_it_has_no_labels_for():
+    vectors = {m: Embedding(np.zeros((4, 2), np.float32), np.ones(4, bool)) for m in ("a", "b")}
+    embedded = Embedded(vectors, vectors, {"y": Target("y", "y", ["0", "1"])}, {"y": np.zeros(4)})
+    with pytest.raises(ConfigError, match="'z' is not a classification task here"):
+        profile(embedded, "z")
+    alone = Embedded({"a": vectors["a"]}, {"a": vectors["a"]}, embedded.targets, embedded.labels)
+    with pytest.raises(ConfigError, match="two or more"):
+        profile(alone, "y")

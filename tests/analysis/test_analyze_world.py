@@ -1,5 +1,5 @@
-"""The validation where the truth is known, on the generated world (slow: four minutes or
-more of training on one thread): `synergy` (pattern XOR hum) comes out synergistic and calls
+"""The validation where the truth is known, on the generated world (slow: 3 minutes on one
+thread, most of it training): `synergy` (pattern XOR hum) comes out synergistic and calls
 for interactions, `scene` (independent per-modality factors) mostly redundant or unique and
 late fusion. benchmarks/analyze_validation.py runs the same with the text too, and AV-MNIST."""
 

@@ -171,6 +171,11 @@ def profile(
 ) -> Analysis:
     """The interaction profile of the classification task `target` from `embedded`."""
     settings = (settings or Settings()).check()
+    if target not in embedded.targets:
+        known = ", ".join(embedded.targets) or "none"
+        raise ConfigError(f"analyze: '{target}' is not a classification task here ({known})")
+    if len(embedded.heldout) < 2:
+        raise ConfigError("analyze: the interactions between modalities need two or more")
     start = time.perf_counter()
     chosen = embedded.targets[target]
     labels = embedded.labels[target]
