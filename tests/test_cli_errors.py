@@ -92,7 +92,7 @@ MODEL_DAMAGE = {
 
 @pytest.mark.parametrize("how", sorted(MODEL_DAMAGE))
 @pytest.mark.parametrize(
-    "command", ["eval", "predict", "embed", "generate", "index build", "serve"]
+    "command", ["eval", "predict", "embed", "generate", "index build", "serve", "analyze"]
 )
 def test_a_damaged_model_directory_is_one_line(
     saved: Path, world: Path, tmp_path: Path, command: str, how: str
@@ -101,6 +101,7 @@ def test_a_damaged_model_directory_is_one_line(
     args = {
         "eval": [directory],
         "generate": [directory, "--out", tmp_path / "g"],
+        "analyze": ["--model", directory, "--out", tmp_path / "a"],
         "index build": [directory, "--data", world, "--modality", "image", "--out", tmp_path / "i"],
         "serve": [directory, "--index", tmp_path / "i", "--port", "0"],
     }.get(command, [directory, world])
@@ -136,6 +137,7 @@ def manifest_commands(
     config.write_text(yaml.safe_dump(tiny_config(manifest, epochs=1)))
     return {
         "train": lambda: ["train", config, "--out", folder / "run"],
+        "analyze": lambda: ["analyze", config, "--out", folder / "a"],
         "eval": lambda: ["eval", saved, "--data", manifest],
         "predict": lambda: ["predict", saved, manifest],
         "embed": lambda: ["embed", saved, manifest],
@@ -202,6 +204,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
             *["--out", a_file],
         ],
         "generate": ["generate", saved, "--out", a_file],
+        "analyze": ["analyze", config, "--out", a_file],
     }
     for args in folder_outs.values():
         one_line(invoke(*args), f"--out {a_file}: a file, not a folder")
@@ -249,7 +252,7 @@ def test_every_command_is_swept():
     reads_nothing = {"plugins"}
     swept = {"eval", "predict", "embed", "train", "data shard", "data validate", "demo", "bench"}
     swept |= {"data world", "data avmnist", "data folder", "data coco", "index build"}
-    swept |= {"generate", *INDEX_COMMANDS}
+    swept |= {"generate", "analyze", *INDEX_COMMANDS}
     assert set(commands(cli)) == swept | reads_nothing
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from omnifuse.cli.analyze import analyze
 from omnifuse.cli.boundary import OmnifuseGroup, folder, out_folder
 from omnifuse.cli.data import data
 from omnifuse.cli.generate import generate
@@ -370,6 +371,7 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {name}" + ("" if origin == "omnifuse" else f"  ({origin})"))
 
 
+cli.add_command(analyze)
 cli.add_command(data)
 cli.add_command(generate)
 cli.add_command(index)
