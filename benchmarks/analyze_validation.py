@@ -2,10 +2,10 @@
 hum, `scene_class` from independent per-modality factors) and AV-MNIST (image and audio
 independent given the digit, where late fusion is as good as anything: docs/benchmarks.md).
 
-World: preset world-demo plus the two auxiliary tasks of the fusion benchmark (`pattern`
-and `hum`, classification of the latent columns), which teach the image encoder to see the
-pattern and the audio encoder to hear the hum (without them `--no-aux`, as in the demo, the
-encoders learn the two features late and unreliably). The four unimodal models are trained
+World: preset world-demo, whose auxiliary tasks `pattern` and `hum` (classification of the
+world's latent columns) teach the image encoder to see the pattern and the audio encoder to
+hear the hum (without them, `--no-aux`, the encoders learn the two features late and
+unreliably). The four unimodal models are trained
 once; `synergy` and `scene` are then both profiled from the same embeddings. AV-MNIST:
 `bench_config("avmnist")` on the benchmark's subset (6,000 training images, 1,000 test).
 
@@ -24,12 +24,7 @@ from omnifuse.analysis.analyze import Analysis, Settings, profile
 from omnifuse.analysis.report import write_analysis
 from omnifuse.analysis.sources import train_encoders
 from omnifuse.bench import bench_config
-from omnifuse.config import load_config
-
-AUX = [
-    "model.tasks.pattern={type: classification, target: latent_pattern}",
-    "model.tasks.hum={type: classification, target: latent_hum}",
-]
+from omnifuse.config import apply_overrides, parse_config, read_config_file
 
 
 def show(name: str, analysis: Analysis, seconds: float) -> None:
@@ -84,8 +79,10 @@ def main() -> None:
     threads = f"train.threads={args.threads}"
     datasets = args.datasets.split(",")
     if "world" in datasets:
-        extra = [] if args.no_aux else AUX
-        world = load_config("preset:world-demo", [threads, *extra])
+        data = apply_overrides(read_config_file("preset:world-demo"), [threads])
+        if args.no_aux:
+            del data["model"]["tasks"]["pattern"], data["model"]["tasks"]["hum"]
+        world = parse_config(data, "world")
         run("world" + ("-plain" if args.no_aux else ""), world, ["synergy", "scene"], args)
     if "avmnist" in datasets:
         sizes = ["data.dataset.train_size=6000", "data.dataset.test_size=1000"]
