@@ -77,7 +77,10 @@ def test_every_trial_is_a_run_directory_scored_on_validation(searched: tuple[Pat
 
 def test_the_analysis_fusions_run_first(searched: tuple[Path, dict]):
     out, summary = searched
-    assert [r["fusion"] for r in json.loads((out / "trials.json").read_text())] == ["gmu", "late"]
+    trials = json.loads((out / "trials.json").read_text())
+    assert [r["fusion"] for r in trials] == ["gmu", "late"]
+    for record in trials:  # at the config's learning rate and modality dropout
+        assert record["params"]["lr"] == 3e-3 and record["params"]["modality_dropout"] == 0.0
     assert summary["recommendation"] == {"family": "late", "fusions": ["gmu", "late"],
                                          "why": "additive"}  # fmt: skip
 

@@ -75,8 +75,8 @@ def test_successive_halving_stops_a_poor_trial_at_its_first_rung(tmp_path: Path)
     assert done(poor)
 
 
-def test_the_first_rung_defaults_to_a_quarter_of_the_epochs():
-    assert make_pruner("halving", epochs=12)._min_resource == 3
+def test_the_first_rung_defaults_to_half_the_epochs():
+    assert make_pruner("halving", epochs=12)._min_resource == 6
     assert make_pruner("hyperband", epochs=2)._min_resource == 1
     with pytest.raises(OmnifuseError, match="--min-epochs: expected 1 to 4"):
         make_pruner("halving", epochs=4, min_epochs=5)

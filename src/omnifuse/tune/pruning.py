@@ -7,9 +7,10 @@ pruner, which may stop the run there (`fit`'s `stop`).
 Successive halving (Jamieson and Talwalkar 2016, as ASHA: Li et al. 2020) promotes a trial
 past each rung (min_epochs, then x3, x9, ... epochs) only if its value there is among the best
 third of the trials that reached the rung; Hyperband runs several such brackets with different
-first rungs. The first rung should not come too early: a metric a model learns late (the
-world's `synergy`, an XOR of two modalities) is at chance for every trial in the first epochs,
-and pruning there would be a coin toss.
+first rungs. Until three trials have reached a rung, a trial must beat all of them there. The
+first rung is half the epochs by default: a metric a model learns late (the world's
+`synergy`, an XOR of two modalities) is at chance for every trial in the first epochs, and a
+search of AV-MNIST that could prune from the first of six epochs completed 3 of its 24 trials.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def make_pruner(
     name: str, *, epochs: int, min_epochs: int | None = None
 ) -> optuna.pruners.BasePruner:
     """The pruner `name` for trials of `epochs` epochs that may be stopped from `min_epochs`
-    (default: a quarter of them, at least 1)."""
-    first = max(1, epochs // 4) if min_epochs is None else min_epochs
+    (default: half of them, at least 1)."""
+    first = max(1, epochs // 2) if min_epochs is None else min_epochs
     if not 1 <= first <= epochs:
         raise ConfigError(f"tune --min-epochs: expected 1 to {epochs} (train.epochs), got {first}")
     if name == "halving":

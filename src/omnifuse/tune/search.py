@@ -101,8 +101,9 @@ def tune(
     """Search `space` on `config` into `out` (or resume the search there) until `trials`
     trials are done or `budget` seconds are spent over every session; returns the summary
     written to pareto.json. With `analysis` (an `omnifuse analyze` analysis.json) the
-    recommended fusions are tried first, one trial each; the sampler still draws from every
-    fusion of `space` after them. `echo` receives one line per trial."""
+    recommended fusions are tried first, one trial each, at the config's learning rate and
+    modality dropout; the sampler still draws from every fusion of `space` after them.
+    `echo` receives one line per trial."""
     task = bench_task(config, task, command="tune")
     space = space or SearchSpace()
     recommendation = read_recommendation(analysis, space) if analysis is not None else None
@@ -110,7 +111,7 @@ def tune(
     with Search.open(out, signature(config, task, space), pruner=stopper, seed=seed) as search:
         if recommendation is not None and not search.study.user_attrs.get("enqueued"):
             search.study.set_user_attr("recommendation", recommendation)
-            search.enqueue(first_trials(recommendation["fusions"]))
+            search.enqueue(first_trials(recommendation["fusions"], space, config))
         finished = len(search.finished())
         if finished:
             echo(f"resuming the search in {out}: {finished} trials done")

@@ -25,6 +25,7 @@ from typing import Any
 
 import optuna
 
+from omnifuse.config import RunConfig
 from omnifuse.errors import ConfigError
 from omnifuse.registry import FUSIONS, closest, list_fusions
 
@@ -37,6 +38,7 @@ OPTIONS: dict[str, dict[str, tuple[Any, ...]]] = {
     "late": {"combine": ("mean", "learned")},
 }
 FAMILIES = ("late", "interaction")  # what an analysis may recommend
+DROPOUT_STEP = 0.05
 
 
 def searchable_fusions() -> list[str]:
@@ -95,7 +97,7 @@ class SearchSpace:
                     f"{fusion}.{option}", choices
                 )
         params["modality_dropout"] = trial.suggest_float(
-            "modality_dropout", *self.modality_dropout, step=0.05
+            "modality_dropout", *self.modality_dropout, step=DROPOUT_STEP
         )
         params["lr"] = trial.suggest_float("lr", *self.lr, log=True)
         return params
@@ -157,7 +159,19 @@ def read_recommendation(path: Path, space: SearchSpace) -> dict[str, Any]:
     return {"family": family, "fusions": kept, "why": str(recommendation.get("why", ""))}
 
 
-def first_trials(fusions: Sequence[str]) -> list[dict[str, Any]]:
+def first_trials(
+    fusions: Sequence[str], space: SearchSpace, base: RunConfig
+) -> list[dict[str, Any]]:
     """The partial choices to enqueue so that the search starts with these strategies, one
-    trial each; the sampler draws the rest of each trial's choices."""
-    return [{"fusion": name} for name in fusions]
+    trial each, at the base config's learning rate and modality dropout (where the space
+    holds them); the sampler draws each one's size, depth and options."""
+    fixed: dict[str, Any] = {}
+    if space.lr[0] <= base.train.lr <= space.lr[1]:
+        fixed["lr"] = base.train.lr
+    low, high = space.modality_dropout
+    dropout = base.model.modality_dropout
+    if low <= dropout <= high and math.isclose(
+        dropout / DROPOUT_STEP, round(dropout / DROPOUT_STEP)
+    ):
+        fixed["modality_dropout"] = dropout
+    return [{"fusion": name, **fixed} for name in fusions]

@@ -224,15 +224,17 @@ class Search:
             self.study.set_user_attr("killed", [*killed, trial.number])
             self.study.tell(trial.number, state=TrialState.FAIL)
             shutil.rmtree(trial_dir(self.out, trial.number), ignore_errors=True)
-            if trial.params:
-                self.study.enqueue_trial(trial.params)
+            # its choices, or those it was enqueued with when killed before drawing any
+            choices = trial.params or trial.system_attrs.get("fixed_params")
+            if choices:
+                self.study.enqueue_trial(choices)
             log.warning("trial %d was interrupted; it will run again", trial.number)
 
     def _save(self) -> None:
         """search.json with the seconds spent so far, replaced atomically."""
         with self._lock:
             path = self.out / SEARCH_FILE
-            partial = path.with_suffix(".json.partial")
+            partial = path.with_name(f"{SEARCH_FILE}.partial")
             content = {"signature": self.signature, "seconds": round(self.elapsed(), 1)}
             partial.write_text(json.dumps(content, indent=2) + "\n")
             os.replace(partial, path)
@@ -251,7 +253,8 @@ def _check_signature(out: Path, signature: dict[str, Any]) -> float:
             raise OmnifuseError(
                 f"{out}: a study journal without {SEARCH_FILE}; choose another --out"
             )
-        unknown = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        ours = (LOCK_FILE, f"{SEARCH_FILE}.partial")  # a first session killed as it began
+        unknown = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if unknown:
             raise OmnifuseError(
                 f"{out}: not empty and not a search ({unknown[0]} is there); choose another --out"

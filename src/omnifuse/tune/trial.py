@@ -29,7 +29,7 @@ from omnifuse.tune.study import Outcome, trial_dir
 
 TRIAL_FILE = "trial.json"
 METRIC = "accuracy"  # the validation metric a search maximises, of its classification task
-LATENCY_SAMPLES = 16  # single-sample forward passes timed per trial (the median is kept)
+LATENCY_SAMPLES = 16  # single-sample forward passes timed per trial (the fastest is kept)
 
 
 def trial_config(base: RunConfig, overrides: list[str], source: str) -> RunConfig:
@@ -96,8 +96,8 @@ class TrialRunner:
         return Outcome(value=stop.last, pruned=stop.pruned, record=record)
 
     def latency(self, model: OmnifuseModel) -> float:
-        """Seconds to predict one sample: the median over the first validation samples, each
-        a batch of one (the same samples for every trial)."""
+        """Seconds to predict one sample: the fastest pass over the first validation samples,
+        each a batch of one (the same samples for every trial)."""
         samples = self.prepared.splits["val"]
         count = min(LATENCY_SAMPLES, len(samples))
         batches = [self.prepared.collate([samples[i]]) for i in range(count)]
