@@ -1,8 +1,10 @@
 """What a model costs: this machine's matrix-multiply peak, FLOPs and throughput of a
-training step (so model FLOPs utilisation), and the process's peak resident memory.
+training step (so model FLOPs utilisation), its inference latency, and the process's peak
+resident memory.
 
     peak = matmul_peak()                        # {"flops_per_s": ..., "size": 2048, ...}
     cost = step_cost(model, batches, config.train, peak=peak["flops_per_s"])
+    seconds = inference_latency(model, [collate([s]) for s in samples[:16]])
 """
 
 from __future__ import annotations
@@ -121,6 +123,29 @@ def step_cost(
         achieved_flops_per_s=achieved,
         mfu=achieved / peak if peak else None,
     )
+
+
+@torch.no_grad()
+def inference_latency(model: OmnifuseModel, batches: Sequence[Batch], *, warmup: int = 2) -> float:
+    """The fastest of the evaluation-mode forward passes over each of `batches`, in seconds
+    (pre-collated: loading and collating are not timed), after `warmup` passes. Given batches
+    of one sample, the latency of predicting one request. The fastest, like `matmul_peak`'s
+    best timing, because other programs on the machine only ever slow a pass down: the
+    fastest is the closest to what the model itself costs."""
+    if not batches:
+        raise ValueError("inference_latency needs at least one batch")
+    model.eval()
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        model(batches[i % len(batches)])
+    sync()
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        model(batch)
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _status_kib(field: str) -> int | None:

@@ -96,19 +96,19 @@ def bench_config(dataset: str, overrides: Sequence[str] = ()) -> RunConfig:
     return parse_config(apply_overrides(data, overrides), f"bench {dataset}")
 
 
-def bench_task(config: RunConfig, task: str | None = None) -> str:
-    """The classification task the benchmark scores: `task`, or the config's first (sorted)
-    classification task."""
+def bench_task(config: RunConfig, task: str | None = None, *, command: str = "bench") -> str:
+    """The classification task the benchmark (or `command`) scores: `task`, or the config's
+    first (sorted) classification task."""
     classification = sorted(
         name for name, t in config.model.tasks.items() if t.type == "classification"
     )
     if task is None:
         if not classification:
-            raise ConfigError("bench: the config has no classification task to score")
+            raise ConfigError(f"{command}: the config has no classification task to score")
         return classification[0]
     if task not in classification:
         raise ConfigError(
-            f"bench: '{task}' is not a classification task of the config"
+            f"{command}: '{task}' is not a classification task of the config"
             f"{closest(task, classification)}; it has {', '.join(classification) or 'none'}"
         )
     return task

@@ -18,6 +18,7 @@ from omnifuse.cli.data import data
 from omnifuse.cli.generate import generate
 from omnifuse.cli.retrieval import index, search
 from omnifuse.cli.serve import serve
+from omnifuse.cli.tune import tune
 from omnifuse.config import load_config
 from omnifuse.errors import OmnifuseError
 
@@ -377,6 +378,7 @@ cli.add_command(generate)
 cli.add_command(index)
 cli.add_command(search)
 cli.add_command(serve)
+cli.add_command(tune)
 
 
 def main() -> None:

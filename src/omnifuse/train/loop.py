@@ -88,9 +88,13 @@ def fit(
     log: RunLog | None = None,
     progress: bool = True,
     desc: str = "training",
+    stop: Callable[[History], bool] | None = None,
 ) -> History:
     """Train `model` in place; `validate` (if given) is called after each epoch. Batches are
     read by `workers` processes (0: this one), which never change what a batch holds.
+
+    `stop` (if given) is asked after each epoch's validation and checkpoint; True ends
+    training there (a search's pruner stopping a poor trial); every rank must answer alike.
 
     With `checkpoints`, the full training state is saved there every
     `config.checkpoint_every` steps and at each epoch's end; `resume` continues from it
@@ -134,14 +138,9 @@ def fit(
                 model, losses["loss"], reported["loss"], optimizer, schedule, config, epoch, step
             )
             step += 1
-            record = {k: v.item() for k, v in reported.items()}
-            lr = float(schedule.get_last_lr()[0])
-            history.steps.append({"step": step, "epoch": epoch + 1, "lr": lr, **record})
-            if log is not None:
-                log.step(history.steps[-1])
             rate = len(batch) / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{rate:.0f}")
-            bar.update()
+            lr = float(schedule.get_last_lr()[0])
+            _record(history, log, bar, reported, step=step, epoch=epoch + 1, lr=lr, rate=rate)
             at_epoch_end = index == per_epoch - 1
             if config.checkpoint_every and step % config.checkpoint_every == 0 and not at_epoch_end:
                 save()
@@ -150,10 +149,32 @@ def fit(
             if log is not None:
                 log.epoch(history.epochs[-1])
         save()  # after validation, so that a resumed run does not validate this epoch again
+        if stop is not None and stop(history):
+            break
     bar.close()
     if log is not None:
         log.close()
     return history
+
+
+def _record(
+    history: History,
+    log: RunLog | None,
+    bar: tqdm,
+    reported: dict[str, torch.Tensor],
+    *,
+    step: int,
+    epoch: int,
+    lr: float,
+    rate: float,
+) -> None:
+    """A step's losses into the history, the log and the progress bar."""
+    record = {k: v.item() for k, v in reported.items()}
+    history.steps.append({"step": step, "epoch": epoch, "lr": lr, **record})
+    if log is not None:
+        log.step(history.steps[-1])
+    bar.set_postfix(loss=f"{record['loss']:.3f}", samples_per_s=f"{rate:.0f}")
+    bar.update()
 
 
 def _reader(

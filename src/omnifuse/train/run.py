@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,10 +177,11 @@ def train(
     log: RunLog | None = None,
     progress: bool = True,
     desc: str = "training",
+    stop: Callable[[History], bool] | None = None,
 ) -> Trained:
     """Build a fresh model from the prepared config (optionally seeing only `modalities`),
-    train it (checkpointing into `checkpoints`, resuming from there) and evaluate it on the
-    evaluation split."""
+    train it (checkpointing into `checkpoints`, resuming from there; `stop`: asked after each
+    epoch whether to end early, as `fit` does) and evaluate it on the evaluation split."""
     config = prepared.config
     splits = prepared.splits
     if modalities is not None:
@@ -228,6 +229,7 @@ def train(
         log=log,
         progress=progress,
         desc=desc,
+        stop=stop,
     )
     seconds = time.perf_counter() - start
     evaluation = splits[prepared.evaluation]  # every rank its part, every rank the metrics
@@ -335,25 +337,49 @@ def run(
         for modality in sorted(config.modalities):
             config.without_modalities([modality])
     with distributed.session(config.train.device):
-        main = ranks.main()
-        prepared = prepare(config, skip_bad=skip_bad, progress=progress and main)
-        if checkpoints:  # every rank checks `out`, so that all stop alike; rank 0 writes
-            start_run(prepared.config, out, resume=resume, write=main)
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_skipped(prepared.skipped, out / SKIPPED_FILE)
-        trained = train(
+        prepared = prepare(config, skip_bad=skip_bad, progress=progress and ranks.main())
+        return run_prepared(
             prepared,
-            checkpoints=out if checkpoints else None,
+            out,
+            baselines=baselines,
+            checkpoints=checkpoints,
             resume=resume,
-            log=RunLog(out) if main else None,
-            progress=progress and main,
+            progress=progress,
         )
-        if main:
-            return _report(trained, prepared, out, baselines=baselines, progress=progress)
-        for modality in sorted(prepared.config.modalities) if baselines else []:
-            train(prepared, modalities=[modality], progress=False)  # with rank 0's baselines
-        return {}
+
+
+def run_prepared(
+    prepared: Prepared,
+    out: Path,
+    *,
+    baselines: bool = False,
+    checkpoints: bool = True,
+    resume: bool = False,
+    progress: bool = True,
+    stop: Callable[[History], bool] | None = None,
+) -> dict[str, Any]:
+    """`run` on data already prepared (several runs of one data set prepare it once): the
+    same run directory in `out`. `stop`: asked after each epoch whether to end training
+    early (`fit`); the run is then evaluated and written as it stands."""
+    main = ranks.main()
+    if checkpoints:  # every rank checks `out`, so that all stop alike; rank 0 writes
+        start_run(prepared.config, out, resume=resume, write=main)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_skipped(prepared.skipped, out / SKIPPED_FILE)
+    trained = train(
+        prepared,
+        checkpoints=out if checkpoints else None,
+        resume=resume,
+        log=RunLog(out) if main else None,
+        progress=progress and main,
+        stop=stop,
+    )
+    if main:
+        return _report(trained, prepared, out, baselines=baselines, progress=progress)
+    for modality in sorted(prepared.config.modalities) if baselines else []:
+        train(prepared, modalities=[modality], progress=False)  # with rank 0's baselines
+    return {}
 
 
 def _report(
@@ -366,6 +392,8 @@ def _report(
     metrics: dict[str, Any] = {
         "tasks": trained.metrics,
         "train_seconds": round(trained.train_seconds, 2),
+        # fewer than train.epochs when `stop` ended training early
+        "epochs_trained": trained.history.steps[-1]["epoch"] if trained.history.steps else 0,
         "compute": trained.compute,
         "samples": sum(len(s) for s in prepared.splits.values()),
         "splits": {name: len(s) for name, s in prepared.splits.items()},
