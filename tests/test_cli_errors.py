@@ -138,6 +138,7 @@ def manifest_commands(
     return {
         "train": lambda: ["train", config, "--out", folder / "run"],
         "analyze": lambda: ["analyze", config, "--out", folder / "a"],
+        "tune": lambda: ["tune", config, "--trials", "1", "--out", folder / "t"],
         "eval": lambda: ["eval", saved, "--data", manifest],
         "predict": lambda: ["predict", saved, manifest],
         "embed": lambda: ["embed", saved, manifest],
@@ -205,6 +206,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(
         ],
         "generate": ["generate", saved, "--out", a_file],
         "analyze": ["analyze", config, "--out", a_file],
+        "tune": ["tune", config, "--trials", "1", "--out", a_file],
     }
     for args in folder_outs.values():
         one_line(invoke(*args), f"--out {a_file}: a file, not a folder")
@@ -252,7 +254,7 @@ def test_every_command_is_swept():
     reads_nothing = {"plugins"}
     swept = {"eval", "predict", "embed", "train", "data shard", "data validate", "demo", "bench"}
     swept |= {"data world", "data avmnist", "data folder", "data coco", "index build"}
-    swept |= {"generate", "analyze", *INDEX_COMMANDS}
+    swept |= {"generate", "analyze", "tune", *INDEX_COMMANDS}
     assert set(commands(cli)) == swept | reads_nothing
 
 
