@@ -1,4 +1,4 @@
-"""Images: normalisation, the patch encoder's size check, training-only augmentation."""
+"""Images: normalisation, the patch encoder's size check, training-only augmentation, LeNet."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from omnifuse.errors import ConfigError, DataError
 from omnifuse.manifest import Manifest
 from omnifuse.modalities.image import ImageConfig
-from omnifuse.modalities.image_augment import ImageAugment
+from omnifuse.modalities.image_augment import ImageAugment, RandomShift, SpecMask
 from omnifuse.registry import create_encoder, create_modality
 
 
@@ -115,3 +115,45 @@ def test_image_encoders_augment_only_when_asked_and_training(name: str):
     augmented.eval()
     plain.eval()
     assert torch.equal(augmented(x, lengths).tokens, plain(x, lengths).tokens)
+
+
+def test_random_shift_moves_whole_pixels_within_its_bounds_only_when_training():
+    x = torch.zeros(64, 1, 12, 12)
+    x[:, :, 6, 6] = 1.0  # one bright pixel, far from the edges
+    torch.manual_seed(0)
+    shift = RandomShift(3, 0).train()
+    shifted = shift(x)
+    rows, cols = (shifted[:, 0] == 1).nonzero()[:, 1:].T
+    assert len(rows) == 64  # exactly one bright pixel in each image: moved, never blurred
+    assert (rows == 6).all() and (cols - 6).abs().max() <= 3 and len(cols.unique()) > 1
+    assert torch.equal(shift.eval()(x), x)
+
+
+def test_spec_mask_zeroes_bands_of_rows_and_columns_only_when_training():
+    x = torch.ones(16, 1, 20, 30)
+    torch.manual_seed(0)
+    masked = SpecMask(1, 5).train()(x)
+    zero = masked == 0
+    assert set(masked.unique().tolist()) <= {0.0, 1.0} and zero.any()
+    # a zeroed cell is in a fully zeroed row or column band, each at most 5 wide
+    full_rows = zero.all(dim=3).sum(dim=2)
+    full_cols = zero.all(dim=2).sum(dim=2)
+    assert full_rows.max() <= 5 and full_cols.max() <= 5
+    assert torch.equal(SpecMask(1, 5).eval()(x), x)
+
+
+def test_lenet_encoder_tokens_and_training_only_augmentation():
+    encoder = create_encoder(
+        "image_lenet", dim=16, size=28, channels=1, shift=[2, 2], masks=1, mask_width=4
+    )
+    x = torch.randn(3, 1, 28, 28)
+    lengths = torch.zeros(3)
+    out = encoder.eval()(x, lengths)
+    assert out.tokens.shape == (3, 9, 16) and out.mask.all()  # 28 // 8 = 3: 3 x 3 cells
+    assert torch.equal(encoder(x, lengths).tokens, out.tokens)
+    torch.manual_seed(0)
+    assert not torch.allclose(encoder.train()(x, lengths).tokens, out.tokens)
+    with pytest.raises(ConfigError, match="image_lenet: shift"):
+        create_encoder("image_lenet", dim=16, size=28, shift=[-1, 0])
+    with pytest.raises(ConfigError, match="at least 2\\*\\*stages"):
+        create_encoder("image_lenet", dim=16, size=4, stages=3)

@@ -18,7 +18,7 @@ from omnifuse.interfaces import Tokens
 from omnifuse.layers.attention import SelfAttentionBlock
 from omnifuse.manifest import Manifest
 from omnifuse.modalities.base import MAX_PIXELS, Modality, decode_image
-from omnifuse.modalities.image_augment import ImageAugment
+from omnifuse.modalities.image_augment import ImageAugment, RandomShift, SpecMask
 from omnifuse.modalities.perturbations import Perturbation, gaussian_noise, occlusion
 from omnifuse.registry import create_encoder, register_encoder, register_kind
 
@@ -157,6 +157,76 @@ def image_conv(
         raise ConfigError(f"image_conv: width ({width}) and stages ({stages}) must be >= 1")
     return ConvImageEncoder(
         dim=dim, size=size, channels=channels, width=width, stages=stages, augment=augment
+    )
+
+
+class LeNetImageEncoder(nn.Module):
+    """LeNet-like, as MultiBench's AV-MNIST encoders: 5x5 convolutions, each followed by ReLU
+    and 2x2 max pooling, channels doubling per stage, then a 1x1 projection to `dim`: one
+    token per cell of the final feature map."""
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        size: int,
+        channels: int,
+        width: int,
+        stages: int,
+        shift: tuple[int, int],
+        masks: int,
+        mask_width: int,
+    ) -> None:
+        super().__init__()
+        self.augment = nn.Sequential(RandomShift(*shift), SpecMask(masks, mask_width))
+        layers: list[nn.Module] = []
+        for stage in range(stages):
+            out = width * 2**stage
+            layers += [nn.Conv2d(channels, out, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = out
+        self.stem = nn.Sequential(*layers, nn.Conv2d(channels, dim, 1))
+        grid = size // 2**stages
+        self.position = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tokens:
+        x = self.augment(x)  # the identity unless training
+        tokens = self.stem(x).flatten(2).transpose(1, 2) + self.position  # (B, grid*grid, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+        return Tokens(tokens, mask)
+
+
+@register_encoder("image_lenet", kinds=("image",))
+def image_lenet(
+    dim: int,
+    size: int,
+    channels: int = 3,
+    *,
+    width: int = 6,
+    stages: int = 3,
+    shift: tuple[int, int] = (0, 0),
+    masks: int = 0,
+    mask_width: int = 8,
+) -> LeNetImageEncoder:
+    """A LeNet-like CNN: (size // 2**stages)**2 tokens. While training: `shift: [x, y]`
+    translates each image by up to x pixels across and y down (digits: [2, 2]; a spectrogram
+    in time: [8, 0]); `masks` bands of rows and of columns, each up to `mask_width` pixels,
+    are zeroed (SpecAugment, for spectrograms)."""
+    if width < 1 or stages < 1 or size < 2**stages:
+        raise ConfigError(
+            f"image_lenet: width ({width}) and stages ({stages}) must be >= 1 and the image"
+            f" ({size} px) at least 2**stages"
+        )
+    if min(shift) < 0 or len(shift) != 2 or masks < 0 or mask_width < 0:
+        raise ConfigError("image_lenet: shift is two pixel counts >= 0; masks, mask_width >= 0")
+    return LeNetImageEncoder(
+        dim=dim,
+        size=size,
+        channels=channels,
+        width=width,
+        stages=stages,
+        shift=(int(shift[0]), int(shift[1])),
+        masks=masks,
+        mask_width=mask_width,
     )
 
 

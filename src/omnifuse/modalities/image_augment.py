@@ -68,3 +68,52 @@ class ImageAugment(nn.Module):
         x = mean + (x - mean) * factor(self.contrast)
         grey = x.mean(dim=1, keepdim=True)
         return grey + (x - grey) * factor(self.saturation)
+
+
+class RandomShift(nn.Module):
+    """Translate each image by a random whole number of pixels, at most `max_x` across and
+    `max_y` down (either way), filling with the edge value: small shifts for digits, a shift in
+    time for a spectrogram (`max_y: 0`). The identity in eval mode."""
+
+    def __init__(self, max_x: int, max_y: int) -> None:
+        super().__init__()
+        self.max_x, self.max_y = max_x, max_y
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or (self.max_x == 0 and self.max_y == 0):
+            return x
+        batch, _, height, width = x.shape
+        px, py = self.max_x, self.max_y
+        padded = F.pad(x, (px, px, py, py), mode="replicate")
+        dx = torch.randint(0, 2 * px + 1, (batch,), device=x.device)
+        dy = torch.randint(0, 2 * py + 1, (batch,), device=x.device)
+        rows = (dy[:, None] + torch.arange(height, device=x.device)).view(batch, 1, height, 1)
+        cols = (dx[:, None] + torch.arange(width, device=x.device)).view(batch, 1, 1, width)
+        index = torch.arange(batch, device=x.device).view(batch, 1, 1, 1)
+        channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        return padded[index, channel, rows, cols]
+
+
+class SpecMask(nn.Module):
+    """SpecAugment-style masking: `masks` bands of rows and `masks` bands of columns per
+    image, each up to `width` pixels wide, set to 0 (the mean, images being normalised). For
+    spectrograms stored as images (frequency down, time across). The identity in eval mode."""
+
+    def __init__(self, masks: int, width: int) -> None:
+        super().__init__()
+        self.masks, self.width = masks, width
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.masks == 0 or self.width == 0:
+            return x
+        batch, _, height, width = x.shape
+        keep = torch.ones(batch, 1, height, width, dtype=torch.bool, device=x.device)
+        for axis, size in ((2, height), (3, width)):
+            positions = torch.arange(size, device=x.device)
+            for _ in range(self.masks):
+                band = torch.randint(0, self.width + 1, (batch,), device=x.device)
+                start = (torch.rand(batch, device=x.device) * (size - band + 1)).long()
+                inside = (positions >= start[:, None]) & (positions < (start + band)[:, None])
+                shape = (batch, 1, size, 1) if axis == 2 else (batch, 1, 1, size)
+                keep &= ~inside.view(shape)
+        return x * keep
