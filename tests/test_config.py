@@ -82,7 +82,8 @@ def test_component_shorthand_is_a_type_name(tmp_path: Path):
         (
             lambda d: d["modalities"]["image"].update(encoder={"type": "text_transformer"}),
             "modalities.image.encoder.type: encoder 'text_transformer' reads text, not image; "
-            "image encoders: image_conv, image_efficientnet_lite0, image_hf, image_lenet, image_patch",
+            "image encoders: image_conv, image_efficientnet_lite0, image_hf, image_lenet,"
+            " image_patch",
         ),
         (
             lambda d: d["modalities"]["image"].update(
