@@ -216,7 +216,7 @@ def image_lenet(
             f"image_lenet: width ({width}) and stages ({stages}) must be >= 1 and the image"
             f" ({size} px) at least 2**stages"
         )
-    if min(shift) < 0 or len(shift) != 2 or masks < 0 or mask_width < 0:
+    if len(shift) != 2 or min(shift) < 0 or masks < 0 or mask_width < 0:
         raise ConfigError("image_lenet: shift is two pixel counts >= 0; masks, mask_width >= 0")
     return LeNetImageEncoder(
         dim=dim,
