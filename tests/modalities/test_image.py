@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,10 @@ def test_lenet_encoder_tokens_and_training_only_augmentation():
     out = encoder.eval()(x, lengths)
     assert out.tokens.shape == (3, 9, 16) and out.mask.all()  # 28 // 8 = 3: 3 x 3 cells
     assert torch.equal(encoder(x, lengths).tokens, out.tokens)
+    # channels-last is only a layout: the same weights laid out plainly give the same tokens
+    plain = copy.deepcopy(encoder.stem).to(memory_format=torch.contiguous_format)
+    expected = plain(x).flatten(2).transpose(1, 2) + encoder.position
+    assert torch.allclose(out.tokens, expected, atol=1e-5)
     torch.manual_seed(0)
     assert not torch.allclose(encoder.train()(x, lengths).tokens, out.tokens)
     with pytest.raises(ConfigError, match="image_lenet: shift"):
