@@ -136,16 +136,19 @@ def test_bad_input_is_one_line_and_exit_code_1(world: Path, tmp_path: Path, case
 def test_unknown_preset(tmp_path: Path):
     result = invoke("train", "preset:nope", "--out", tmp_path)
     assert result.exit_code == 1
-    assert "unknown preset 'nope'; known: avmnist, world-demo, world-tiny" in result.output
+    known = "known: avmnist, avmnist-full, world-demo, world-tiny"
+    assert f"unknown preset 'nope'; {known}" in result.output
 
 
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_is_a_valid_config(name: str):
     config = load_config(f"preset:{name}")
     assert config.data.dataset is not None
-    if name == "avmnist":
+    if name.startswith("avmnist"):
         assert config.data.dataset.type == "avmnist"
         assert set(config.modalities) == {"image", "audio"}
+        sized = {"train_size", "test_size"} & set(config.data.dataset.options)
+        assert sized == (set() if name == "avmnist-full" else {"train_size", "test_size"})
         return
     assert config.data.dataset.type == "world"
     assert set(config.modalities) == {"image", "text", "audio", "tabular"}
